@@ -1,0 +1,37 @@
+"""Backbones: frozen vision-language models behind one interface (see ``base.Backbone``)."""
+from __future__ import annotations
+
+from ..registry import BACKBONES
+from .base import Backbone, Tokens
+from . import hf_clip  # noqa: F401  (registers tiny-random, vit-b16-random)
+
+__all__ = ["Backbone", "Tokens", "load_backbone", "BACKBONES"]
+
+_cache: dict[tuple[str, str], Backbone] = {}
+
+
+def _register_optional() -> None:
+    try:
+        from . import micro  # noqa: F401  (registers micro)
+    except ImportError:  # pragma: no cover - micro ships with the package
+        pass
+
+
+_register_optional()
+
+
+def load_backbone(name: str, device: str | None = None) -> Backbone:
+    """A frozen backbone by registered name (``micro``, ``tiny-random``), hub id or folder.
+
+    Backbones are shared within a process: they are frozen, so every method may use the
+    same instance.
+    """
+    device = device or "cpu"
+    key = (name, device)
+    if key not in _cache:
+        if name in BACKBONES:
+            backbone = BACKBONES.get(name)()
+        else:
+            backbone = hf_clip.load_hf_clip(name)
+        _cache[key] = backbone.freeze().to(device)
+    return _cache[key]

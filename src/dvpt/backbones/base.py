@@ -1,0 +1,155 @@
+"""The one narrow interface every vision-language backbone implements.
+
+Methods never reach inside a backbone: they tokenize, embed tokens, splice their learnable
+vectors into the embeddings, and call :meth:`Backbone.encode_text_embeddings`. Deep
+(per-layer) prompts are arguments, never patches inside the wrapped library. The backbone is
+frozen: it holds no learnable state of any method.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Tokens:
+    """A batch of tokenized texts, padded to the longest one.
+
+    ``attention_mask`` is 1 on real tokens (start, words, end) and 0 on padding; padding is
+    always at the end, so the end-of-text token sits at ``lengths - 1``.
+    """
+
+    ids: Tensor  # [N, L] long
+    attention_mask: Tensor  # [N, L] long
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.attention_mask.sum(dim=1)
+
+    @property
+    def eot_index(self) -> Tensor:
+        return self.lengths - 1
+
+    def to(self, device: torch.device | str) -> "Tokens":
+        return Tokens(self.ids.to(device), self.attention_mask.to(device))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __getitem__(self, index: slice | Tensor) -> "Tokens":
+        return Tokens(self.ids[index], self.attention_mask[index])
+
+    def truncated(self) -> "Tokens":
+        """Drop columns that are padding in every row (exact for causal and masked towers)."""
+        width = int(self.lengths.max())
+        return Tokens(self.ids[:, :width], self.attention_mask[:, :width])
+
+
+ImageTransform = Callable[[object], Tensor]
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A frozen CLIP-like model seen through the calls prompt tuning needs.
+
+    Attributes every backbone sets:
+      name:            the id it was built from (hub id, folder, ``tiny-random``, ``micro``)
+      embed_dim:       width of the joint image-text space
+      text_width:      width of a token embedding (what context vectors must match)
+      vision_width:    width of an image token (what deep vision prompts must match)
+      text_layers:     number of transformer blocks in the text tower
+      vision_layers:   number of transformer blocks in the image tower that accept prompts
+      max_text_length: the longest token sequence the text tower accepts
+      image_size:      input resolution of the image tower
+    """
+
+    name: str
+    embed_dim: int
+    text_width: int
+    vision_width: int
+    text_layers: int
+    vision_layers: int
+    max_text_length: int
+    image_size: int
+    #: True when the text tower is causal (CLIP): hidden states of a shared prefix are
+    #: identical for every class, so they may be computed once.
+    causal_text: bool = False
+
+    # ---- text -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        """Token ids with start and end tokens, padded to the longest text (not to 77)."""
+
+    @abc.abstractmethod
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """Token ids [N, L] -> token embeddings [N, L, text_width] (no positions added)."""
+
+    @abc.abstractmethod
+    def encode_text_embeddings(
+        self,
+        embeddings: Tensor,
+        tokens: Tokens,
+        deep_prompts: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Run the text tower on token embeddings and pool: [N, L, D] -> [N, embed_dim].
+
+        ``deep_prompts[j]`` ([n, text_width] or [N, n, text_width]) replaces the hidden
+        states at positions ``1 .. n`` of the input to transformer block ``j + 1`` (the input
+        to block 0 is ``embeddings`` itself, where the caller splices its own context).
+        Features are returned un-normalised.
+        """
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Plain text features, the backbone's own encoder path (used for hand-crafted views)."""
+        tokens = self.tokenize(texts).to(self.device)
+        return self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens)
+
+    # ---- images -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_image(self, images: Tensor, deep_prompts: Sequence[Tensor] | None = None) -> Tensor:
+        """Images [B, 3, H, W] (already transformed) -> features [B, embed_dim], un-normalised.
+
+        ``deep_prompts[0]`` ([n, vision_width]) is appended to the image tokens at the input;
+        ``deep_prompts[j]`` replaces them at the input of block ``j``. Zero prompts (None or
+        an empty list) give exactly the frozen model's features.
+        """
+
+    @abc.abstractmethod
+    def train_transform(self) -> ImageTransform:
+        """PIL image -> tensor with training augmentation (random resized crop, flip)."""
+
+    @abc.abstractmethod
+    def eval_transform(self) -> ImageTransform:
+        """PIL image -> tensor, deterministic (the model's own preprocessing)."""
+
+    # ---- misc -------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def logit_scale(self) -> Tensor:
+        """exp(learned temperature) of the pretrained model, a 0-dim tensor."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def identity(self) -> str:
+        """A short hash of what determines this backbone's outputs (for cache keys)."""
+        return hashlib.sha256(json.dumps(self.identity_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def identity_fields(self) -> dict:
+        return {"name": self.name}
+
+    def freeze(self) -> "Backbone":
+        """Turn off gradients of every backbone weight and put it in eval mode, for good."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "Backbone":  # noqa: D401 - a frozen backbone stays in eval
+        return super().train(False)

@@ -1,0 +1,1 @@
+"""Sub-commands of ``dvpt``: one module each, with ``register(subparsers)``."""

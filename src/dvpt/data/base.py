@@ -1,0 +1,64 @@
+"""What every dataset reader produces: labelled image paths, class names and templates."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One image: its file, its label (index into the dataset's class names) and name."""
+
+    path: str
+    label: int
+    classname: str
+    domain: str = ""
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset ready for a protocol: three lists of ``Datum`` and the class list.
+
+    ``templates[0]`` is the per-dataset hand-crafted template (CoOp's zero-shot one);
+    the rest form an ensemble where a method asks for one.
+    """
+
+    name: str
+    classnames: list[str]
+    train: list[Datum]
+    val: list[Datum]
+    test: list[Datum]
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    root: str | None = None
+    #: where the labels index a larger label space (ImageNet-A/R -> ImageNet): label i of this
+    #: dataset is row ``label_space_rows[i]`` of the source classifier.
+    label_space_rows: list[int] | None = None
+    #: a string identifying the split content (for few-shot cache keys).
+    fingerprint: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def with_lists(self, **lists: list[Datum]) -> "DatasetSplits":
+        return replace(self, **lists)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: how to load it and what it expects on disk.
+
+    ``load(root, **options)`` returns ``DatasetSplits``; it raises ``DataError`` naming the
+    missing path. ``check(root)`` returns every problem found (empty list = fine), so
+    ``dvpt datasets check`` can list them all at once.
+    """
+
+    name: str
+    layout: str
+    load: Callable[..., DatasetSplits]
+    check: Callable[[Path], list[str]] | None = None
+    num_classes: int | None = None
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    target_only: bool = False
+    description: str = ""

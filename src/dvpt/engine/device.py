@@ -1,0 +1,45 @@
+"""Device and precision choice: bf16 autocast where supported, fp16 with scaling on CUDA
+without bf16, and never fp16 on the CPU (a known crash of the reference code)."""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from ..errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise ConfigError("fp16 is not supported on the CPU; use fp32 or bf16")
+        return "fp32" if precision == "auto" else precision
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str):
+    """A GradScaler only for fp16 on CUDA (bf16 has fp32's range)."""
+    if device.type == "cuda" and precision == "fp16":
+        return torch.amp.GradScaler("cuda")
+    return None

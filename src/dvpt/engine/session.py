@@ -1,0 +1,85 @@
+"""A session: what one run shares (config, backbone, device, precision, feature cache),
+and the three things protocols compose: build a method, train it, evaluate it."""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..backbones import load_backbone
+from ..config.loader import from_dict
+from ..config.schema import RunConfig
+from ..data import DATASETS
+from ..data.base import DatasetSplits, Datum
+from ..data.sampling import sample_few_shot
+from ..methods import get_method
+from ..methods.base import PromptMethod
+from .cache import FeatureStore
+from .device import resolve_device, resolve_precision
+from .evaluate import EvalResult, evaluate
+from .features import FeatureBatches, ImageBatches
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Session:
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.method_cls = get_method(cfg.method)
+        self.options = from_dict(self.method_cls.Options, cfg.options, "options")
+        self.backbone = load_backbone(cfg.backbone, str(self.device))
+        self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size)
+
+    # ---- data -------------------------------------------------------------------------
+    def load_dataset(self, name: str | None = None, root: str | None = None, options: dict | None = None) -> DatasetSplits:
+        spec = DATASETS.get(name or self.cfg.data.dataset)
+        return spec.load(root if root is not None else self.cfg.data.root, **(options if options is not None else self.cfg.data.options))
+
+    def few_shot(self, splits: DatasetSplits, shots: int | None = None) -> DatasetSplits:
+        return sample_few_shot(splits, self.cfg.data.shots if shots is None else shots, self.cfg.seed)
+
+    # ---- method -----------------------------------------------------------------------
+    def build_method(self, classnames: Sequence[str], templates: Sequence[str]) -> PromptMethod:
+        seed_everything(self.cfg.seed)
+        method = self.method_cls(self.backbone, classnames, templates, self.options)
+        return method.to(self.device)
+
+    def train(
+        self,
+        method: PromptMethod,
+        items: Sequence[Datum],
+        checkpoint_dir: Path | None = None,
+        callbacks: Sequence[Callable[[int], None]] = (),
+    ) -> list[dict[str, float]]:
+        cfg = self.cfg
+        views = cfg.cache.views if cfg.cache.enabled else 0
+        if views > 0 and not method.uses_image_tower:
+            feats = self.store.train_views(items, views, cfg.seed)
+            labels = torch.tensor([d.label for d in items], dtype=torch.long)
+            batches = FeatureBatches(feats, labels, cfg.optim.batch_size, cfg.seed)
+        else:
+            batches = ImageBatches(items, self.backbone.train_transform(), cfg.optim.batch_size, cfg.seed)
+        trainer = Trainer(
+            method, batches, cfg.optim, self.device, self.precision, checkpoint_dir,
+            metadata={"method": cfg.method, "backbone": cfg.backbone, "classnames": list(method.classnames)},
+            epoch_callbacks=list(callbacks),
+        )
+        return trainer.fit()
+
+    def evaluate(self, method: PromptMethod, items: Sequence[Datum]) -> EvalResult:
+        return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)

@@ -1,0 +1,141 @@
+"""What a method is: the learnable parts, the loss terms and the inference rule.
+
+A method never runs its own training loop and never copies or patches the backbone: it
+holds a reference to the frozen backbone and owns only its learnable modules, so
+``method.parameters()`` is exactly what the optimiser updates and what a checkpoint holds.
+Hooks (``backward_and_step``, ``on_epoch_end``, ``finalize``) are there for the methods
+that need them (ProGrad's gradient projection, PromptSRC's prompt averaging).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones.base import Backbone
+from ..registry import METHODS
+
+
+@dataclass
+class Batch:
+    """A training or evaluation batch: images, or their cached frozen features."""
+
+    labels: Tensor
+    images: Tensor | None = None
+    features: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.labels), move(self.images), move(self.features))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class NoOptions:
+    """A method without options."""
+
+
+class PromptMethod(nn.Module):
+    """Base class of every registered method."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    #: True when learnable parts change how images are encoded (deep vision prompts):
+    #: such methods cannot train on cached frozen image features.
+    uses_image_tower: ClassVar[bool] = False
+    #: one line for ``dvpt methods``
+    summary: ClassVar[str] = ""
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
+        super().__init__()
+        self._backbone = [backbone]  # a reference, not a submodule
+        self.options = options
+        self.templates = list(templates) or ["a photo of a {}."]
+        self.classnames = list(classnames)
+
+    @property
+    def backbone(self) -> Backbone:
+        return self._backbone[0]
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.backbone.logit_scale
+
+    # ---- class set ------------------------------------------------------------------
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """Switch to another class list (novel classes, a target dataset, new names)."""
+        self.classnames = list(classnames)
+        if templates:
+            self.templates = list(templates)
+
+    # ---- features ---------------------------------------------------------------------
+    def image_features(self, batch: Batch) -> Tensor:
+        """Unit-norm frozen image features: cached ones when the batch carries them."""
+        if batch.features is not None:
+            feats = batch.features
+        else:
+            with torch.no_grad():
+                feats = self.backbone.encode_image(batch.images)
+        return F.normalize(feats.float(), dim=-1)
+
+    def classifier(self) -> Tensor | None:
+        """Unit-norm class text features [C, E], or None when they depend on the image."""
+        raise NotImplementedError
+
+    def classifier_or_none(self) -> Tensor | None:
+        """The classifier when it is image-independent (computed once per evaluation)."""
+        try:
+            return self.classifier()
+        except NotImplementedError:
+            return None
+
+    def logits(self, batch: Batch, classifier: Tensor | None = None) -> Tensor:
+        """[B, C] logits. ``classifier`` lets evaluation encode the class texts once."""
+        text = self.classifier() if classifier is None else classifier
+        return self.logit_scale * self.image_features(batch) @ text.t()
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """Named loss terms; ``loss`` is the total that is minimised."""
+        return cross_entropy_terms(self.logits(batch), batch.labels)
+
+    # ---- hooks ------------------------------------------------------------------------
+    def backward_and_step(self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, scaler=None) -> None:
+        """Default: plain backward of the total loss and one optimiser step."""
+        loss = losses["loss"]
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def on_epoch_end(self, epoch: int, epochs: int) -> None:
+        """Called after each training epoch (``epoch`` counts from 1)."""
+
+    def finalize(self) -> None:
+        """Called once after the last epoch, before evaluation and the final checkpoint."""
+
+    def inference_state(self) -> dict[str, Any]:
+        """JSON-able settings inference needs besides the tensors (for exported prompts)."""
+        return {}
+
+
+def cross_entropy_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """{"loss": CE, "ce": CE (detached), "acc": batch accuracy in percent}."""
+    ce = F.cross_entropy(logits.float(), labels)
+    acc = (logits.detach().argmax(-1) == labels).float().mean() * 100
+    return {"loss": ce, "ce": ce.detach(), "acc": acc}
+
+
+def register_method(cls: type[PromptMethod]) -> type[PromptMethod]:
+    """Class decorator: ``@register_method`` on a ``PromptMethod`` with a ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+    METHODS.add(cls.name, cls)
+    return cls

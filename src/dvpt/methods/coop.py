@@ -1,0 +1,43 @@
+"""CoOp (Zhou et al., 2022): learn the context words of the prompt.
+
+    t_c = g([v_1 ... v_M, w(c)]),   logits = s * <f(x), t_c / |t_c|>,   L = CE(logits, y)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..backbones.base import Backbone
+from ..prompts.learner import PromptLearner
+from .base import PromptMethod, register_method
+
+
+@dataclass
+class CoOpOptions:
+    n_ctx: int = 4
+    #: initial context words; empty = random N(0, 0.02) with n_ctx vectors
+    ctx_init: str = "a photo of a"
+    class_specific: bool = False
+
+
+@register_method
+class CoOp(PromptMethod):
+    name = "coop"
+    Options = CoOpOptions
+    summary = "learnable context vectors shared by all classes (Zhou et al., IJCV 2022)"
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
+        super().__init__(backbone, classnames, templates, options)
+        self.prompt_learner = PromptLearner(
+            backbone, classnames, options.n_ctx, options.ctx_init or None, options.class_specific
+        )
+
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        super().set_classnames(classnames, templates)
+        self.prompt_learner.set_classnames(classnames)
+
+    def classifier(self) -> Tensor:
+        return F.normalize(self.prompt_learner().float(), dim=-1)

@@ -1,0 +1,50 @@
+"""The hand-crafted view: text features of templates filled with class names.
+
+It never changes for a given backbone, class list and template set, so it is computed once
+and kept (``functools.lru_cache`` keyed by the backbone's identity).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..backbones.base import Backbone
+
+
+def readable(name: str) -> str:
+    """Class names are written with underscores in split files; prompts use spaces."""
+    return name.replace("_", " ")
+
+
+def fill(template: str, classname: str) -> str:
+    return template.format(readable(classname))
+
+
+_CACHE: dict[tuple, Tensor] = {}
+
+
+@torch.no_grad()
+def handcrafted_features(
+    backbone: Backbone,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    chunk: int = 256,
+) -> Tensor:
+    """[C, E] unit-norm text features; with several templates, the normalised mean of the
+    per-template unit features (CLIP's prompt ensembling in feature space)."""
+    key = (id(backbone), backbone.identity(), tuple(classnames), tuple(templates), str(backbone.device))
+    if key not in _CACHE:
+        per_template = []
+        for template in templates:
+            texts = [fill(template, c) for c in classnames]
+            feats = torch.cat([backbone.encode_text(texts[i : i + chunk]) for i in range(0, len(texts), chunk)])
+            per_template.append(F.normalize(feats.float(), dim=-1))
+        _CACHE[key] = F.normalize(torch.stack(per_template).mean(0), dim=-1)
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -1,0 +1,53 @@
+"""Pieces every protocol shares: harmonic mean, evaluation records."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..data.base import Datum
+from ..engine.evaluate import EvalResult
+from ..engine.rundir import RunDir
+from ..engine.session import Session
+from ..methods.base import PromptMethod
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2BN / (B + N), the literature's single base-to-novel score."""
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+
+
+def evaluate_and_record(
+    session: Session,
+    rundir: RunDir,
+    method: PromptMethod,
+    items: Sequence[Datum],
+    *,
+    name: str,
+    dataset: str,
+    subset: str,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Evaluate on ``items`` over the method's current classes; write ``eval/<name>.json``."""
+    result: EvalResult = session.evaluate(method, items)
+    record = {
+        "name": name,
+        "dataset": dataset,
+        "split": split,
+        "subset": subset,
+        "classes": list(method.classnames),
+        **result.summary(),
+    }
+    rundir.write_eval(name, record)
+    return record
+
+
+def run_header(session: Session) -> dict[str, Any]:
+    cfg = session.cfg
+    return {
+        "method": cfg.method,
+        "backbone": cfg.backbone,
+        "dataset": cfg.data.dataset,
+        "domain": cfg.data.options.get("domain"),
+        "protocol": cfg.protocol,
+        "shots": cfg.data.shots,
+        "seed": cfg.seed,
+    }
