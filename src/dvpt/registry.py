@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from .errors import DvptError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(DvptError, KeyError):
     """Raised for a name that is not registered; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text

@@ -138,7 +138,16 @@ class Backbone(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
     def identity(self) -> str:
-        """A short hash of what determines this backbone's outputs (for cache keys)."""
+        """A short hash of what determines this backbone's outputs (for cache keys).
+
+        Computed once: the weights are frozen, so it cannot change.
+        """
+        cached = self.__dict__.get("_identity")
+        if cached is None:
+            cached = self.__dict__["_identity"] = self._compute_identity()
+        return cached
+
+    def _compute_identity(self) -> str:
         return hashlib.sha256(json.dumps(self.identity_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
     def identity_fields(self) -> dict:

@@ -165,12 +165,13 @@ class HFCLIPBackbone(Backbone):
         return cls(model.eval(), tokenizer, str(name_or_path), mean, std)
 
     def identity_fields(self) -> dict:
-        first = next(self.model.parameters())
+        embedding = self.model.text_model.embeddings.token_embedding.weight
+        patches = self.model.vision_model.embeddings.patch_embedding.weight
         return {
             "name": self.name,
             "config": self.model.config.to_json_string(use_diff=True),
             # a cheap weight fingerprint: catches two random seeds or two checkpoints
-            "weights": float(first.detach().double().sum()),
+            "weights": [float(embedding.detach().double().sum()), float(patches.detach().double().sum())],
         }
 
     # ---- text ---------------------------------------------------------------------------
