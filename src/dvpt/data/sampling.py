@@ -1,7 +1,12 @@
 """Few-shot sampling and the base/novel class split, as the CoOp family does them.
 
-* Few-shot (Dassl ``generate_fewshot_dataset``): per class, ``random.sample(items, k)`` (all
-  items when fewer), train with k and val with min(k, 4), seeded.
+* Few-shot (Dassl ``generate_fewshot_dataset``): one ``random.Random(seed)`` stream; per class,
+  in the order labels first appear in the list, ``rng.sample(items, k)`` (all items when the
+  class has fewer than k). Train is drawn with k, then val with min(k, 4) from the same stream,
+  as two consecutive calls on a freshly seeded global RNG do in CoOp. ImageNet samples train
+  only (its val is the test set). Call it *before* ``subsample_classes``, as CoOp does, so the
+  base/novel runs of one seed share their shots.
+* The sample is cached on disk (``fewshot_cache``) so later runs re-use it exactly.
 * Base/novel (``subsample_classes``): sort the labels, base = first ceil(n/2), novel = the
   rest; labels are remapped to 0..m-1 so each half is its own classification problem.
 """
@@ -10,11 +15,28 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Literal, Sequence
 
 from .base import DatasetSplits, Datum
 
 Subset = Literal["all", "base", "novel"]
+
+#: datasets whose val list is kept whole (CoOp's ImageNet reader samples train only).
+TRAIN_ONLY_FEWSHOT = frozenset({"imagenet"})
+
+
+def draw(items: Sequence[Datum], shots: int, rng: random.Random) -> list[Datum]:
+    """``shots`` items per label from ``rng``; labels in order of first appearance."""
+    if shots <= 0:
+        return list(items)
+    by_label: dict[int, list[Datum]] = defaultdict(list)
+    for item in items:
+        by_label[item.label].append(item)
+    out: list[Datum] = []
+    for group in by_label.values():
+        out.extend(rng.sample(group, shots) if len(group) >= shots else group)
+    return out
 
 
 def few_shot(items: Sequence[Datum], shots: int, seed: int) -> list[Datum]:
@@ -22,25 +44,37 @@ def few_shot(items: Sequence[Datum], shots: int, seed: int) -> list[Datum]:
 
     ``shots <= 0`` keeps everything (full-data training).
     """
-    if shots <= 0:
-        return list(items)
-    by_label: dict[int, list[Datum]] = defaultdict(list)
-    for item in items:
-        by_label[item.label].append(item)
+    return draw(items, shots, random.Random(seed))
+
+
+def val_shots(shots: int) -> int:
+    return min(shots, 4)
+
+
+def draw_splits(splits: DatasetSplits, shots: int, seed: int) -> DatasetSplits:
+    """The uncached sample: train with ``shots``, then val with min(shots, 4), one stream."""
     rng = random.Random(seed)
-    out: list[Datum] = []
-    for label in sorted(by_label):
-        group = by_label[label]
-        out.extend(group if len(group) <= shots else rng.sample(group, shots))
-    return out
+    train = draw(splits.train, shots, rng)
+    val = splits.val if splits.name in TRAIN_ONLY_FEWSHOT else draw(splits.val, val_shots(shots), rng)
+    return splits.with_lists(train=train, val=val)
 
 
-def sample_few_shot(splits: DatasetSplits, shots: int, seed: int) -> DatasetSplits:
-    """Train gets ``shots`` per class and val ``min(shots, 4)``; test is untouched."""
-    return splits.with_lists(
-        train=few_shot(splits.train, shots, seed),
-        val=few_shot(splits.val, min(shots, 4) if shots > 0 else 0, seed),
-    )
+def sample_few_shot(splits: DatasetSplits, shots: int, seed: int, cache_dir: str | Path | None = None,
+                    cache: bool = True) -> DatasetSplits:
+    """Train gets ``shots`` per class and val ``min(shots, 4)``; test is untouched.
+
+    With ``cache`` (default) the sample is stored once per (dataset, split content, classes,
+    shots, seed) as JSON in ``cache_dir`` (default ``<splits.root>/split_fewshot_dvpt``) and
+    read back on later calls; a read-only location just means no caching. ``shots <= 0``
+    returns the splits unchanged.
+    """
+    if shots <= 0:
+        return splits
+    if not cache:
+        return draw_splits(splits, shots, seed)
+    from .fewshot_cache import cached_sample  # local: the cache module imports this one
+
+    return cached_sample(splits, shots, seed, cache_dir)
 
 
 def base_novel_labels(num_classes: int) -> tuple[list[int], list[int]]:
@@ -54,6 +88,8 @@ def subsample_classes(splits: DatasetSplits, which: Subset) -> DatasetSplits:
     """Keep the base or novel half of the classes, labels remapped to 0..m-1."""
     if which == "all":
         return splits
+    if which not in ("base", "novel"):
+        raise ValueError(f"subset must be 'all', 'base' or 'novel', got {which!r}")
     base, novel = base_novel_labels(splits.num_classes)
     keep = base if which == "base" else novel
     remap = {old: new for new, old in enumerate(keep)}
