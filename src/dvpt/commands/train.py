@@ -37,7 +37,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", help="base2novel | all | crossdataset | domaingen | fewshot")
     parser.add_argument("--dataset", help="registered dataset (see `dvpt datasets list`)")
     parser.add_argument("--root", help="dataset root folder")
-    parser.add_argument("--shots", type=int, help="training images per class")
+    parser.add_argument("--shots", type=_shots, help="training images per class; a list like 1,2,4,8,16 for --protocol fewshot")
     parser.add_argument("--domain", help="dataset domain option (emoji: color | line)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--epochs", type=int)
@@ -49,8 +49,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=lambda s: [t for t in s.split(",") if t], help="comma-separated target datasets")
 
 
+def _shots(text: str) -> int | list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shots takes an integer or a comma-separated list, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def config_from_args(args: argparse.Namespace):
-    return build_config(files=args.config, flags=flags_from_args(args, FLAG_KEYS), overrides=args.overrides)
+    flags = flags_from_args(args, FLAG_KEYS)
+    shots = flags.get("data", {}).get("shots")
+    if isinstance(shots, list):
+        flags["data"]["shots"] = max(shots)
+        flags["data"]["shots_list"] = shots
+    return build_config(files=args.config, flags=flags, overrides=args.overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ class DataConfig:
     dataset: str = "emoji-animals"
     root: str | None = None
     shots: int = 16
+    #: the fewshot protocol runs one training per entry (e.g. [1, 2, 4, 8, 16])
+    shots_list: list = field(default_factory=list)
     #: reader options, e.g. {"domain": "line"} for the emoji benchmark
     options: dict = field(default_factory=dict)
 
@@ -43,6 +45,19 @@ class CacheConfig:
     views: int = 8
     #: where features are stored between runs; None = memory only
     dir: str | None = None
+
+
+@dataclass
+class TextConfig:
+    """How prompts go through the text tower: speed and memory only, the numbers are equal
+    (see ``dvpt.prompts.text_encoding``)."""
+
+    #: compute the prefix every prompt shares ([start] + shared context) once (causal towers)
+    share_prefix: bool = True
+    #: classes per text pass, recomputed in backward; 0 = all classes in one pass
+    chunk: int = 0
+    #: gradient checkpointing per text block (for many classes on a small GPU)
+    checkpoint: bool = False
 
 
 @dataclass
@@ -61,5 +76,6 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     #: options of the chosen method, validated against its own dataclass
     options: dict = field(default_factory=dict)

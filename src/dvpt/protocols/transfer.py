@@ -1,0 +1,116 @@
+"""Cross-dataset transfer and domain generalisation: tune once on a source, evaluate the
+same learned prompt on target datasets.
+
+* ``crossdataset``: source on all its classes (CoOp: ImageNet, 16 shots), then each target
+  dataset's own classes (``targets``; default: the other ten datasets, or the other emoji
+  groups when the source is one).
+* ``domaingen``: the same, with targets that share the source's label space (ImageNet-V2,
+  -Sketch, -A, -R; for the emoji benchmark the ``line`` domain of the same group). Their
+  logits are the source classifier's matching rows (``label_space_rows``, or matching class
+  names), so a 200-class target is scored over its 200 classes with the source prompt.
+
+A target is ``name`` or ``name@domain`` (e.g. ``emoji-animals@line``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data import DATASETS
+from ..data.base import DatasetSplits
+from ..engine.evaluate import accuracy_from_logits, predict_logits
+from ..engine.rundir import RunDir
+from ..engine.session import Session
+from ..errors import DataError
+from ..methods.base import PromptMethod
+from . import PROTOCOLS
+from .common import evaluate_and_record, run_header
+
+STANDARD = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+            "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+IMAGENET_SHIFTS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+
+
+def parse_target(target: str) -> tuple[str, dict[str, Any]]:
+    name, _, domain = target.partition("@")
+    return name, ({"domain": domain} if domain else {})
+
+
+def default_targets(source: str, protocol: str, options: dict[str, Any]) -> list[str]:
+    if source.startswith("emoji-"):
+        if protocol == "domaingen":
+            return [f"{source}@line"]
+        domain = options.get("domain")
+        return [f"{n}@{domain}" if domain else n for n in DATASETS.names() if n.startswith("emoji-") and n != source]
+    if protocol == "domaingen":
+        return IMAGENET_SHIFTS
+    return [d for d in STANDARD if d != source]
+
+
+def source_rows(source: DatasetSplits, target: DatasetSplits) -> list[int] | None:
+    """Rows of the source classifier that score the target's classes, when they share labels."""
+    if target.label_space_rows is not None:
+        return list(target.label_space_rows)
+    index = {name: i for i, name in enumerate(source.classnames)}
+    if all(name in index for name in target.classnames):
+        return [index[name] for name in target.classnames]
+    return None
+
+
+def evaluate_rows(session: Session, rundir: RunDir, method: PromptMethod, target: DatasetSplits, rows: list[int],
+                  name: str) -> dict[str, Any]:
+    """Score the target over the source classifier's ``rows`` only."""
+    logits = predict_logits(method, target.test, session.store, session.cfg.eval_batch_size, session.precision)
+    logits = logits[:, torch.tensor(rows, dtype=torch.long)]
+    labels = torch.tensor([d.label for d in target.test], dtype=torch.long)
+    acc, per_class = accuracy_from_logits(logits, labels, len(rows))
+    record = {"name": name, "dataset": target.name, "split": "test", "subset": "all",
+              "classes": list(target.classnames), "source_rows": rows, "accuracy": acc,
+              "num_images": len(target.test), "per_class_accuracy": per_class}
+    rundir.write_eval(name, record)
+    return record
+
+
+def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str = "crossdataset") -> dict[str, Any]:
+    cfg = session.cfg
+    source = session.load_dataset()
+    sampled = session.few_shot(source)
+    targets = cfg.targets or default_targets(cfg.data.dataset, protocol, cfg.data.options)
+    loaded = []
+    for target in targets:  # load every target before training: a wrong root fails early
+        name, options = parse_target(target)
+        try:
+            loaded.append((target, session.load_dataset(name, options={**cfg.data.options, **options})))
+        except DataError as exc:
+            raise DataError(f"target {target!r}: {exc}") from None
+    method = session.build_method(sampled.classnames, source.templates)
+    history = session.train(method, sampled.train, rundir.checkpoint_dir, callbacks)
+    records = [evaluate_and_record(session, rundir, method, sampled.test, name="source", dataset=source.name,
+                                   subset="all")]
+    for label, target in loaded:
+        rows = source_rows(source, target) if protocol == "domaingen" else None
+        safe = label.replace("@", "_")
+        if rows is not None:
+            method.set_classnames(source.classnames, source.templates)
+            records.append(evaluate_rows(session, rundir, method, target, rows, safe))
+        else:
+            method.set_classnames(target.classnames, target.templates)
+            records.append(evaluate_and_record(session, rundir, method, target.test, name=safe,
+                                               dataset=target.name, subset="all"))
+    target_acc = {label: r["accuracy"] for (label, _), r in zip(loaded, records[1:])}
+    mean = sum(target_acc.values()) / len(target_acc) if target_acc else float("nan")
+    return run_header(session) | {
+        "source_accuracy": records[0]["accuracy"], "targets": target_acc, "target_mean": mean,
+        "history": history, "evaluations": records,
+    }
+
+
+@PROTOCOLS.register("crossdataset")
+def crossdataset(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
+    return run_transfer(session, rundir, callbacks, "crossdataset")
+
+
+@PROTOCOLS.register("domaingen")
+def domaingen(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
+    return run_transfer(session, rundir, callbacks, "domaingen")

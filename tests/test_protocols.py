@@ -1,0 +1,104 @@
+"""Every protocol end to end with tiny-random on fixture trees in the datasets' real layouts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dvpt.cli import main
+from dvpt.engine.io import read_json
+from datasets_fixtures import BUILDERS, WNIDS, subset
+
+COMMON = ["--backbone", "tiny-random", "--epochs", "1", "--set", "cache.views=1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """$DATA holding ImageNet, two of its shifted variants and two other datasets."""
+    root = tmp_path_factory.mktemp("DATA")
+    for name in ("imagenet", "imagenetv2", "caltech101", "dtd"):
+        BUILDERS[name](root)
+    subset("imagenet-adversarial", "imagenet-a", [1, 3])(root)
+    return root
+
+
+def train(capsys, *argv) -> int:
+    code = main(["train", *COMMON, *argv])
+    capsys.readouterr()
+    return code
+
+
+def test_crossdataset_evaluates_each_target_on_its_classes(capsys, data_root, tmp_path):
+    out = tmp_path / "xd"
+    assert train(capsys, "--method", "coop", "--protocol", "crossdataset", "--dataset", "imagenet",
+                 "--root", str(data_root), "--shots", "4", "--targets", "caltech101,dtd", "-o", str(out)) == 0
+    m = read_json(out / "metrics.json")
+    assert set(m["targets"]) == {"caltech101", "dtd"}
+    assert m["target_mean"] == pytest.approx(sum(m["targets"].values()) / 2)
+    caltech = read_json(out / "eval" / "caltech101.json")
+    assert caltech["classes"] == ["accordion", "airplane", "face", "crocodile head", "leopard"]
+    assert caltech["num_images"] == 15
+    assert read_json(out / "eval" / "source.json")["classes"] == [n for _, n in WNIDS[:5]]
+
+
+def test_domaingen_scores_subset_targets_with_matching_rows(capsys, data_root, tmp_path):
+    out = tmp_path / "dg"
+    assert train(capsys, "--method", "zeroshot", "--protocol", "domaingen", "--dataset", "imagenet",
+                 "--root", str(data_root), "--targets", "imagenetv2,imagenet_a", "-o", str(out)) == 0
+    a = read_json(out / "eval" / "imagenet_a.json")
+    assert a["source_rows"] == [1, 3]
+    assert a["classes"] == ["goldfish", "tiger shark"]
+    assert len(a["per_class_accuracy"]) == 2
+    v2 = read_json(out / "eval" / "imagenetv2.json")
+    assert v2["source_rows"] == [0, 1, 2, 3, 4]
+
+
+def test_domaingen_rows_equal_a_classifier_built_on_the_subset(capsys, data_root, tmp_path):
+    """Zero-shot prompts depend only on the class name, so scoring ImageNet-A over the
+    ImageNet classifier's matching rows must equal a classifier built from its 2 names."""
+    out = tmp_path / "dg0"
+    assert train(capsys, "--method", "zeroshot", "--protocol", "domaingen", "--dataset", "imagenet",
+                 "--root", str(data_root), "--targets", "imagenet_a", "-o", str(out)) == 0
+    direct = tmp_path / "direct"
+    assert train(capsys, "--method", "zeroshot", "--protocol", "all", "--dataset", "imagenet_a",
+                 "--root", str(data_root), "-o", str(direct)) == 0
+    assert read_json(out / "eval" / "imagenet_a.json")["accuracy"] == read_json(direct / "metrics.json")["accuracy"]
+
+
+def test_fewshot_runs_one_folder_per_shot_count(capsys, data_root, tmp_path):
+    out = tmp_path / "fs"
+    assert train(capsys, "--method", "coop", "--protocol", "fewshot", "--dataset", "dtd",
+                 "--root", str(data_root), "--shots", "1,2", "-o", str(out)) == 0
+    m = read_json(out / "metrics.json")
+    assert set(m["accuracy_by_shots"]) == {"1", "2"}
+    for k in (1, 2):
+        child = read_json(out / f"shots_{k}" / "metrics.json")
+        assert child["shots"] == k and child["protocol"] == "all"
+        assert child["accuracy"] == m["accuracy_by_shots"][str(k)]
+
+
+def test_base2novel_on_a_standard_layout(capsys, data_root, tmp_path):
+    out = tmp_path / "b2n"
+    assert train(capsys, "--method", "coop", "--protocol", "base2novel", "--dataset", "caltech101",
+                 "--root", str(data_root), "--shots", "2", "-o", str(out)) == 0
+    m = read_json(out / "metrics.json")
+    assert m["evaluations"][0]["classes"] == ["accordion", "airplane", "face"]
+    assert m["evaluations"][1]["classes"] == ["crocodile head", "leopard"]
+
+
+def test_missing_target_fails_before_training(capsys, data_root, tmp_path):
+    out = tmp_path / "bad"
+    code = main(["train", *COMMON, "--method", "coop", "--protocol", "crossdataset", "--dataset", "imagenet",
+                 "--root", str(data_root), "--targets", "food101", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "food101" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_eval_command_reproduces_the_runs_novel_accuracy(capsys, data_root, tmp_path):
+    out = tmp_path / "b2n_eval"
+    assert train(capsys, "--method", "coop", "--protocol", "base2novel", "--dataset", "dtd",
+                 "--root", str(data_root), "--shots", "2", "-o", str(out)) == 0
+    assert main(["eval", str(out), "--subset", "novel"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["accuracy"] == read_json(out / "metrics.json")["novel"]
