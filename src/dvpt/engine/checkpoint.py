@@ -23,7 +23,8 @@ TRAINER_STATE = "trainer_state.pt"
 
 def save_learnable(module: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    # always a non-empty header: safetensors cannot read back an empty metadata dict
+    meta = {"format": json.dumps("dvpt-learnable")} | {k: json.dumps(v) for k, v in (metadata or {}).items()}
     return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
@@ -46,7 +47,7 @@ def load_learnable(module: nn.Module, path: str | Path) -> dict[str, Any]:
 
     with safe_open(str(path), "pt") as handle:
         meta = handle.metadata() or {}
-    return {k: json.loads(v) for k, v in meta.items()}
+    return {k: json.loads(v) for k, v in meta.items() if k != "format"}
 
 
 def save_trainer_state(path: str | Path, state: dict[str, Any]) -> Path:

@@ -1,0 +1,147 @@
+"""ProGrad (Zhu et al., ICCV 2023): CoOp updated only along directions that do not
+contradict the zero-shot model.
+
+    L_ce = CE(s * <f(x), t_c>, y),   L_kl = T^2 * KL(softmax(z0 / T) || softmax(z / T))
+
+z0 are zero-shot logits of the hand-crafted template (the same frozen backbone, no prompt).
+Per parameter, with g = grad L_ce and k = grad L_kl (the "general direction"):
+
+    g <- g - lambda * (g . k^) k^    if cos(g, k) < 0,   k^ = k / |k|
+
+and only g is applied. Context: 16 vectors, the template's words in the last positions and
+zeros before them (ProGrad's initialisation).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..backbones.base import Backbone
+from ..prompts.handcrafted import handcrafted_features
+from ..prompts.learner import PromptLearner
+from .base import Batch, cross_entropy_terms, register_method
+from .coop import CoOp, CoOpOptions
+
+log = logging.getLogger(__name__)
+
+#: ``ctx_init`` value selecting ProGrad's initialisation from the template's words
+TEMPLATE_INIT = "template"
+
+#: ProGrad moves the class name to the end of CoOp's templates so the words before it can
+#: initialise the context; other templates are used as they are
+PROGRAD_TEMPLATES: dict[str, str] = {
+    "a photo of a {}, a type of pet.": "a type of pet, a photo of a {}.",
+    "a photo of a {}, a type of flower.": "a type of flower, a photo of a {}.",
+    "a photo of a {}, a type of aircraft.": "a type of aircraft, a photo of a {}.",
+    "{} texture.": "a texture of {}.",
+    "a photo of {}, a type of food.": "a type of food, a photo of {}.",
+}
+
+
+@dataclass
+class ProGradOptions(CoOpOptions):
+    n_ctx: int = 16
+    #: "template": the template's words fill the last context vectors, zeros before them;
+    #: other words: CoOp's initialisation; empty: random N(0, 0.02)
+    ctx_init: str = TEMPLATE_INIT
+    #: lambda, how much of the conflicting component is removed (1 = all of it)
+    lam: float = 1.0
+    #: distillation temperature T
+    temperature: float = 1.0
+    #: hand-crafted template with "{}"; empty = the dataset's template (ProGrad's variant)
+    template: str = ""
+
+
+def prograd_template(templates: Sequence[str], override: str = "") -> str:
+    if override:
+        return override
+    first = templates[0] if templates else "a photo of a {}."
+    return PROGRAD_TEMPLATES.get(first, first)
+
+
+def template_words(template: str) -> str:
+    """The words before the class name: "a type of pet, a photo of a {}." -> "a type of pet, a photo of a"."""
+    return template.split("{}")[0].strip()
+
+
+def place_words_last(learner: PromptLearner, words: str) -> None:
+    """Zero the context and put the embeddings of ``words`` in its last positions."""
+    backbone = learner.backbone
+    tokens = backbone.tokenize([words])
+    n_words = int(tokens.lengths[0]) - 2
+    with torch.no_grad():
+        vectors = backbone.embed_tokens(tokens.ids[:, 1 : 1 + n_words])[0].float()
+        if n_words > learner.n_ctx:
+            log.warning("%r is %d tokens, more than n_ctx=%d: only the last %d initialise the context",
+                        words, n_words, learner.n_ctx, learner.n_ctx)
+            vectors = vectors[-learner.n_ctx :]
+        learner.ctx.zero_()
+        if len(vectors):
+            learner.ctx[..., -len(vectors) :, :] = vectors.to(learner.ctx.device)
+
+
+def project_conflict(grad: Tensor, general: Tensor, lam: float) -> Tensor:
+    """``grad`` minus lambda times its component along ``general`` when they conflict."""
+    dot = (grad.float() * general.float()).sum()
+    coef = torch.where(dot < 0, lam * dot / general.float().pow(2).sum().clamp_min(1e-30), torch.zeros_like(dot))
+    return (grad.float() - coef * general.float()).to(grad.dtype)
+
+
+@register_method
+class ProGrad(CoOp):
+    name = "prograd"
+    Options = ProGradOptions
+    summary = "CoOp with gradients projected off the zero-shot direction (Zhu et al., ICCV 2023)"
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
+        from_template = options.ctx_init == TEMPLATE_INIT
+        super().__init__(backbone, classnames, templates,
+                         dataclasses.replace(options, ctx_init="") if from_template else options)
+        self.options = options
+        if from_template:
+            place_words_last(self.prompt_learner, template_words(self.template))
+
+    @property
+    def template(self) -> str:
+        return prograd_template(self.templates, self.options.template)
+
+    def zero_shot_logits(self, image_features: Tensor) -> Tensor:
+        """The teacher: hand-crafted prompts through the same frozen backbone."""
+        text = handcrafted_features(self.backbone, self.classnames, [self.template])
+        return self.logit_scale * image_features @ text.t()
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        feats = self.image_features(batch)
+        logits = self.logit_scale * feats @ self.classifier().t()
+        terms = cross_entropy_terms(logits, batch.labels)
+        t = self.options.temperature
+        teacher = F.softmax(self.zero_shot_logits(feats).float() / t, dim=-1)
+        student = F.log_softmax(logits.float() / t, dim=-1)
+        terms["kl"] = F.kl_div(student, teacher, reduction="batchmean") * t * t
+        return terms
+
+    def backward_and_step(self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, scaler=None) -> None:
+        """Apply the CE gradient, projected per parameter off its conflict with the KL one.
+
+        With a GradScaler both losses are scaled by the same factor, so the projection (linear
+        in the CE gradient, scale-free in the KL one) commutes with unscaling; non-finite
+        gradients propagate into the applied ones and the scaler skips that step.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        scale = scaler.scale if scaler is not None else (lambda loss: loss)
+        general = torch.autograd.grad(scale(losses["kl"]), params, retain_graph=True, allow_unused=True)
+        task = torch.autograd.grad(scale(losses["loss"]), params, allow_unused=True)
+        for param, g, k in zip(params, task, general):
+            if g is not None:
+                param.grad = g if k is None else project_conflict(g, k, self.options.lam)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
