@@ -8,6 +8,7 @@ that need them (ProGrad's gradient projection, PromptSRC's prompt averaging).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -124,6 +125,17 @@ class PromptMethod(nn.Module):
     def inference_state(self) -> dict[str, Any]:
         """JSON-able settings inference needs besides the tensors (for exported prompts)."""
         return {}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``inference_state`` returned (loading an exported prompt).
+
+        The default accepts a state this instance already has (settings derived from its
+        options) and refuses any other, which it would otherwise silently drop: a method
+        whose inference state is learned overrides this too.
+        """
+        same = json.dumps(state, sort_keys=True) == json.dumps(self.inference_state(), sort_keys=True)
+        if state and not same:
+            raise NotImplementedError(f"{type(self).__name__} cannot restore inference state {sorted(state)}")
 
 
 def cross_entropy_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:

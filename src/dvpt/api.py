@@ -1,0 +1,289 @@
+"""Using a tuned prompt from Python: export a run, load the file, classify images.
+
+    prompt = dvpt.load_prompt("cats.dvpt")
+    probs = prompt.classify(["a.png", "b.png"], classnames=["lynx", "ocelot"])
+
+The method is rebuilt from its registered class around the frozen backbone named in the file,
+so ``classify`` goes through the method's own ``classifier``/``logits`` path: the logits equal
+what the run's evaluation computed (same scale, same code), and class names never seen in
+training work wherever the method supports them (``set_classnames``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .backbones import Backbone, load_backbone
+from .config.loader import from_dict
+from .config.schema import RunConfig
+from .data.loading import open_image
+from .engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state
+from .engine.device import autocast, resolve_device
+from .errors import ConfigError, DvptError
+from .methods import get_method
+from .methods.base import Batch, PromptMethod
+from .prompt_file import PromptFileError, PromptMeta, read_prompt_file, write_prompt_file
+from .registry import UnknownNameError
+
+log = logging.getLogger(__name__)
+
+ImageLike = Image.Image | str | Path
+Images = Tensor | ImageLike | Sequence[ImageLike]
+
+
+class TunedPrompt:
+    """A method with its tuned state, on its backbone, ready to classify images."""
+
+    def __init__(self, method: PromptMethod, meta: PromptMeta, precision: str = "fp32", batch_size: int = 100) -> None:
+        self.method = method.eval()
+        self.meta = meta
+        self.precision = precision
+        self.batch_size = batch_size
+        self._classifier: tuple[tuple[str, ...], Tensor | None] | None = None
+        self._transform = None
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.method.backbone
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def classnames(self) -> list[str]:
+        """The classes the prompt was tuned on: what every call uses unless given others."""
+        return list(self.meta.classnames)
+
+    def use_classes(self, classnames: Sequence[str] | None = None) -> list[str]:
+        """Point the method at ``classnames`` (``None``: the tuned ones); returns the list in use."""
+        names = self.classnames if classnames is None else check_classnames(classnames)
+        if names != self.method.classnames:
+            self.method.set_classnames(names, self.meta.templates)
+        return names
+
+    @torch.no_grad()
+    def _class_features(self) -> Tensor | None:
+        """The method's image-independent classifier, computed once per class list."""
+        key = tuple(self.method.classnames)
+        if self._classifier is None or self._classifier[0] != key:
+            with autocast(self.device, self.precision):
+                self._classifier = (key, self.method.classifier_or_none())
+        return self._classifier[1]
+
+    def text_features(self, classnames: Sequence[str] | None = None) -> Tensor:
+        """Unit-norm class text features [C, E] of the tuned prompts."""
+        self.use_classes(classnames)
+        features = self._class_features()
+        if features is None:
+            raise DvptError(f"method {self.meta.method!r} conditions its text features on each image; "
+                            "there is no image-independent text classifier to return")
+        return features.float().clone()
+
+    def transform(self, image: ImageLike) -> Tensor:
+        """A PIL image or a path -> the backbone's eval tensor (a bad file raises ``DataError``)."""
+        if self._transform is None:
+            self._transform = self.backbone.eval_transform()
+        if isinstance(image, Image.Image):
+            return self._transform(image.convert("RGB"))
+        return self._transform(open_image(str(image)))
+
+    def _as_batch(self, images: Images) -> Tensor:
+        if isinstance(images, Tensor):
+            if images.dim() == 3:
+                images = images.unsqueeze(0)
+            if images.dim() != 4:
+                raise DvptError(f"an image tensor must be [B, 3, H, W] (already transformed), got {list(images.shape)}")
+            return images
+        if isinstance(images, (Image.Image, str, Path)):
+            images = [images]
+        return torch.stack([self.transform(image) for image in images])
+
+    @torch.no_grad()
+    def logits(self, images: Images, classnames: Sequence[str] | None = None) -> Tensor:
+        """[B, C] logits on CPU, by the method's own ``logits`` (the scale evaluation uses)."""
+        self.use_classes(classnames)
+        classifier = self._class_features()
+        batch = self._as_batch(images)
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            part = batch[start : start + self.batch_size]
+            labels = torch.zeros(len(part), dtype=torch.long)
+            with autocast(self.device, self.precision):
+                batch_part = Batch(labels=labels, images=part).to(self.device)
+                out.append(self.method.logits(batch_part, classifier).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.method.classnames))
+
+    def classify(self, images: Images, classnames: Sequence[str] | None = None) -> Tensor:
+        """[B, C] class probabilities (softmax of ``logits``); columns follow ``classnames``."""
+        return self.logits(images, classnames).softmax(dim=-1)
+
+    def __repr__(self) -> str:
+        return (f"TunedPrompt(method={self.meta.method!r}, backbone={self.meta.backbone!r}, "
+                f"classes={len(self.meta.classnames)})")
+
+
+def check_classnames(classnames: Iterable[str]) -> list[str]:
+    """Non-empty, stripped, unique class names (a typo'd duplicate would split probability)."""
+    names = [str(c).strip() for c in classnames]
+    if not names or any(not n for n in names):
+        raise DvptError(f"class names must be non-empty strings, got {list(classnames)!r}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DvptError(f"class names must be unique; repeated: {', '.join(dupes)}")
+    return names
+
+
+# ---- loading ----------------------------------------------------------------------------
+def load_prompt(
+    path: str | Path,
+    backbone: str | Backbone | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    check_backbone: bool = True,
+) -> TunedPrompt:
+    """Load a ``.dvpt`` prompt file onto the backbone it names (or ``backbone``).
+
+    The backbone must be the one the prompt was tuned on (same ``identity()``): context
+    vectors only mean something in the embedding space they were learned in. Pass
+    ``check_backbone=False`` to use a prompt on a backbone whose identity changed for a
+    harmless reason (e.g. the same weights in another folder).
+    """
+    loaded = read_prompt_file(path)
+    meta = loaded.meta
+    try:
+        method_cls = get_method(meta.method)
+    except UnknownNameError as exc:
+        raise PromptFileError(
+            f"prompt file {path} needs method {meta.method!r}, which this dvpt lacks ({exc})"
+        ) from None
+    options = from_dict(method_cls.Options, meta.options, "options")
+    if isinstance(backbone, Backbone):
+        model = backbone
+    else:
+        model = load_backbone(backbone or meta.backbone, str(resolve_device(device or "auto")))
+    if check_backbone:
+        verify_backbone(path, meta, model)
+    with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten; keep the caller's RNG
+        method = method_cls(model, meta.classnames, meta.templates, options)
+    method.to(model.device)
+    load_state(method, loaded.tensors, path)
+    method.load_inference_state(meta.inference_state)
+    return TunedPrompt(method, meta, precision)
+
+
+def verify_backbone(path: str | Path, meta: PromptMeta, backbone: Backbone) -> None:
+    identity = backbone.identity()
+    if identity != meta.backbone_identity:
+        raise PromptFileError(
+            f"prompt file {path} was tuned on backbone {meta.backbone!r} (identity {meta.backbone_identity}) "
+            f"but the backbone given, {backbone.name!r}, has identity {identity}: other weights or shapes. "
+            f"Load it on {meta.backbone!r} (--backbone / backbone=, or the same weights), or retrain on this backbone"
+        )
+
+
+def load_state(method: PromptMethod, tensors: dict[str, Tensor], path: str | Path) -> None:
+    """Strict load: every tensor the method owns must be in the file, and nothing else."""
+    own = method.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise PromptFileError(
+            f"prompt file {path} does not match method {method.name!r} as built here: missing {missing}, "
+            f"unexpected {unexpected}, wrong shape {wrong}; export it again with this dvpt version"
+        )
+    device = method.backbone.device
+    method.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
+
+
+# ---- exporting --------------------------------------------------------------------------
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config a run folder was trained with."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise DvptError(f"{run_dir} is not a dvpt run folder (no config.yaml); pass the folder `dvpt train -o` wrote")
+    try:
+        return from_dict(RunConfig, yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise DvptError(f"{path} cannot be read as a run config: {exc}") from None
+
+
+def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Trained class names and templates: from the checkpoint, else from the run's first evaluation."""
+    from .data.templates import dataset_templates
+
+    classnames = ckpt_meta.get("classnames")
+    if classnames is None:
+        metrics = run_dir / "metrics.json"
+        evaluations = json.loads(metrics.read_text()).get("evaluations", []) if metrics.is_file() else []
+        if not evaluations:
+            raise DvptError(f"{run_dir} has neither a checkpoint nor a finished evaluation to take class names from")
+        classnames = evaluations[0]["classes"]
+    templates = ckpt_meta.get("templates") or list(dataset_templates(cfg.data.dataset))
+    return list(classnames), list(templates)
+
+
+def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False) -> Path:
+    """Rebuild a run's method from its config and checkpoint, and write a ``.dvpt`` file."""
+    from . import __version__
+    from .engine.session import Session
+
+    run_dir = Path(run_dir)
+    cfg = dataclasses.replace(read_run_config(run_dir), device="cpu", precision="fp32", threads=None)
+    ckpt = run_dir / "checkpoint" / LEARNABLE
+    session = Session(cfg)
+    ckpt_meta = _checkpoint_metadata(ckpt) if ckpt.is_file() else {}
+    classnames, templates = _run_classnames_templates(run_dir, cfg, ckpt_meta)
+    method = session.build_method(classnames, templates)
+    if method.state_dict() or ckpt.is_file():
+        if not ckpt.is_file():
+            raise DvptError(
+                f"{run_dir} has no checkpoint ({ckpt}); train it (dvpt train -o {run_dir}) before exporting"
+            )
+        _check_finished(run_dir, partial)
+        load_learnable(method, ckpt)
+    backbone = session.backbone
+    meta = PromptMeta(
+        method=cfg.method,
+        options=dataclasses.asdict(session.options),
+        backbone=cfg.backbone,
+        backbone_identity=backbone.identity(),
+        classnames=list(method.classnames),
+        templates=list(method.templates),
+        inference_state=method.inference_state(),
+        source={"run": str(run_dir.resolve()), "dataset": cfg.data.dataset, "domain": cfg.data.options.get("domain"),
+                "protocol": cfg.protocol, "seed": cfg.seed, "shots": cfg.data.shots, "epoch": ckpt_meta.get("epoch")},
+        dvpt_version=__version__,
+    )
+    path = write_prompt_file(output, method.state_dict(), meta)
+    log.debug("exported %s (%s on %s, %d classes) to %s", run_dir, cfg.method, cfg.backbone, len(classnames), path)
+    return path
+
+
+def _checkpoint_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise DvptError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
+
+
+def _check_finished(run_dir: Path, partial: bool) -> None:
+    """A checkpoint from an interrupted run misses the method's ``finalize`` (e.g. weight averaging)."""
+    state = load_trainer_state(run_dir / "checkpoint" / TRAINER_STATE)
+    if state is not None and not state.get("finalized") and not partial:
+        raise DvptError(
+            f"{run_dir} did not finish training (stopped after epoch {state.get('epoch')}); resume it with "
+            f"`dvpt train ... -o {run_dir}`, or export the last epoch anyway with --partial"
+        )

@@ -1,0 +1,34 @@
+"""``dvpt export RUN_DIR -o NAME.dvpt``: a run's tuned prompt as one portable file.
+
+The file holds the method's learnable tensors and, in its header, what is needed to use them
+without the run folder or the dataset: method and options, backbone and its identity hash,
+class names, templates (see ``dvpt.prompt_file``). ``dvpt predict`` and ``dvpt.load_prompt``
+read it.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import export_prompt
+    from ..prompt_file import SUFFIX, read_prompt_file
+
+    run_dir = Path(args.run_dir)
+    output = Path(args.output) if args.output else Path(run_dir.resolve().name + SUFFIX)
+    path = export_prompt(run_dir, output, partial=args.partial)
+    meta = read_prompt_file(path).meta
+    size = path.stat().st_size
+    print(f"{path}  ({meta.method} on {meta.backbone}, {len(meta.classnames)} classes, {size / 1024:.1f} KiB)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="write a run's tuned prompt to a portable .dvpt file", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `dvpt train -o`")
+    parser.add_argument("--output", "-o", help="the .dvpt file to write (default: ./<run folder name>.dvpt)")
+    parser.add_argument("--partial", action="store_true",
+                        help="export the last saved epoch of a run that did not finish training")
+    parser.set_defaults(func=run)
