@@ -54,6 +54,22 @@ class Tokens:
 ImageTransform = Callable[[object], Tensor]
 
 
+@dataclass
+class CausalTextTower:
+    """The parts of a causal, pre-norm text tower (CLIP's), for exact fast paths.
+
+    ``dvpt.prompts.text_encoding`` runs these parts itself to compute a prefix shared by all
+    prompts once and to checkpoint per block. ``blocks`` are shaped like transformers'
+    ``CLIPEncoderLayer`` (``layer_norm1``, ``self_attn`` with ``q/k/v/out_proj``,
+    ``num_heads`` and ``scale``, ``layer_norm2``, ``mlp``).
+    """
+
+    positions: Tensor  # [max_len, D] position embeddings, added to token embeddings
+    blocks: Sequence[nn.Module]
+    final_norm: nn.Module  # applied per token; features are pooled at the end token
+    projection: nn.Module  # pooled hidden state -> joint space
+
+
 class Backbone(nn.Module, abc.ABC):
     """A frozen CLIP-like model seen through the calls prompt tuning needs.
 
@@ -108,6 +124,11 @@ class Backbone(nn.Module, abc.ABC):
         """Plain text features, the backbone's own encoder path (used for hand-crafted views)."""
         tokens = self.tokenize(texts).to(self.device)
         return self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens)
+
+    def causal_text_tower(self) -> CausalTextTower | None:
+        """The text tower's parts when it is causal and pre-norm (enables prefix sharing and
+        per-block checkpointing); None = only ``encode_text_embeddings`` is available."""
+        return None
 
     # ---- images -----------------------------------------------------------------------
     @abc.abstractmethod

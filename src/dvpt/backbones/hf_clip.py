@@ -22,7 +22,7 @@ from torch import Tensor
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from . import transforms
-from .base import Backbone, Tokens
+from .base import Backbone, CausalTextTower, Tokens
 
 
 def _byte_vocab() -> tuple[dict[str, int], list[str]]:
@@ -170,8 +170,9 @@ class HFCLIPBackbone(Backbone):
         return {
             "name": self.name,
             "config": self.model.config.to_json_string(use_diff=True),
-            # a cheap weight fingerprint: catches two random seeds or two checkpoints
-            "weights": [float(embedding.detach().double().sum()), float(patches.detach().double().sum())],
+            # a cheap weight fingerprint: catches two random seeds or two checkpoints; summed on
+            # the CPU, so it does not depend on the device (exported prompts move between them)
+            "weights": [float(w.detach().cpu().double().sum()) for w in (embedding, patches)],
         }
 
     # ---- text ---------------------------------------------------------------------------
@@ -205,6 +206,15 @@ class HFCLIPBackbone(Backbone):
         hidden = text.final_layer_norm(hidden)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.eot_index]
         return self.model.text_projection(pooled)
+
+    def causal_text_tower(self) -> CausalTextTower:
+        text = self.model.text_model
+        return CausalTextTower(
+            positions=text.embeddings.position_embedding.weight,
+            blocks=list(text.encoder.layers),
+            final_norm=text.final_layer_norm,
+            projection=self.model.text_projection,
+        )
 
     # ---- images -------------------------------------------------------------------------
     def encode_image(self, images: Tensor, deep_prompts=None) -> Tensor:

@@ -18,6 +18,7 @@ from ..data.base import DatasetSplits, Datum
 from ..data.sampling import sample_few_shot
 from ..methods import get_method
 from ..methods.base import PromptMethod
+from ..prompts.text_encoding import TextOptions, text_options
 from .cache import FeatureStore
 from .device import resolve_device, resolve_precision
 from .evaluate import EvalResult, evaluate
@@ -43,7 +44,7 @@ class Session:
         self.method_cls = get_method(cfg.method)
         self.options = from_dict(self.method_cls.Options, cfg.options, "options")
         self.backbone = load_backbone(cfg.backbone, str(self.device))
-        self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size)
+        self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size, cache_dir=cfg.cache.dir)
 
     # ---- data -------------------------------------------------------------------------
     def load_dataset(self, name: str | None = None, root: str | None = None, options: dict | None = None) -> DatasetSplits:
@@ -68,7 +69,8 @@ class Session:
     ) -> list[dict[str, float]]:
         cfg = self.cfg
         views = cfg.cache.views if cfg.cache.enabled else 0
-        if views > 0 and not method.uses_image_tower:
+        trains = cfg.optim.epochs > 0 and any(p.requires_grad for p in method.parameters())
+        if views > 0 and trains and not method.uses_image_tower:  # nothing to train: no cache to build
             feats = self.store.train_views(items, views, cfg.seed)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)
             batches = FeatureBatches(feats, labels, cfg.optim.batch_size, cfg.seed)
@@ -76,10 +78,18 @@ class Session:
             batches = ImageBatches(items, self.backbone.train_transform(), cfg.optim.batch_size, cfg.seed)
         trainer = Trainer(
             method, batches, cfg.optim, self.device, self.precision, checkpoint_dir,
-            metadata={"method": cfg.method, "backbone": cfg.backbone, "classnames": list(method.classnames)},
+            metadata={"method": cfg.method, "backbone": cfg.backbone, "classnames": list(method.classnames),
+                      "templates": list(method.templates)},
             epoch_callbacks=list(callbacks),
         )
-        return trainer.fit()
+        with self.text_options():
+            return trainer.fit()
 
     def evaluate(self, method: PromptMethod, items: Sequence[Datum]) -> EvalResult:
-        return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)
+        with self.text_options():
+            return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)
+
+    def text_options(self):
+        """The run's text-tower options (prefix sharing, chunks, checkpointing) as a context."""
+        text = self.cfg.text
+        return text_options(TextOptions(text.share_prefix, text.chunk, text.checkpoint))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..backbones.base import Backbone, Tokens
 from ..errors import ConfigError
+from . import text_encoding
 from .handcrafted import readable
 
 PLACEHOLDER = "X"
@@ -94,7 +95,10 @@ class PromptLearner(nn.Module):
 
     def forward(self, ctx: Tensor | None = None, deep_prompts: Sequence[Tensor] | None = None) -> Tensor:
         """Text features [C, E] (un-normalised) of the prompts."""
-        return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts)
+        # [start] + shared context is one tensor broadcast to every class: a shared prefix
+        shared = ctx is None and self.ctx.dim() == 2
+        prefix = 1 + self.n_ctx if shared else 1
+        return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts, prefix_length=prefix)
 
 
 def encode_prompts(
@@ -102,11 +106,12 @@ def encode_prompts(
     embeddings: Tensor,
     tokens: Tokens,
     deep_prompts: Sequence[Tensor] | None = None,
+    prefix_length: int = 0,
 ) -> Tensor:
     """The one place prompt embeddings go through the text tower.
 
-    Drops trailing all-padding columns first: the tower is causal or masked, so this is exact.
+    Exact fast paths live in ``text_encoding``: real length instead of padding, a prefix
+    shared by every prompt computed once (``prefix_length``: leading positions that are one
+    tensor broadcast to all rows; 0 = none), chunks and checkpointing for many classes.
     """
-    tokens = tokens.truncated()
-    width = tokens.ids.shape[1]
-    return backbone.encode_text_embeddings(embeddings[:, :width], tokens.to(embeddings.device), deep_prompts)
+    return text_encoding.encode_prompts(backbone, embeddings, tokens, deep_prompts, prefix_length)

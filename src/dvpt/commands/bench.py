@@ -1,0 +1,50 @@
+"""``dvpt bench``: training speed and peak memory, naive image path against the frozen-feature
+cache, and the text tower's cost at 10, 100 and 1000 classes (see docs/performance.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import bench
+    from ..engine.device import resolve_device, resolve_precision
+    from ..engine.io import write_json
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    device = str(device)
+    cases = bench.plan(quick=args.quick, reference_shapes=args.reference_shapes, device=device, threads=args.threads,
+                       precision=precision)
+    if not args.reference_shapes and not bench.micro_available():
+        print("note: micro's weights are not built yet (dvpt pretrain-micro); measuring tiny-random instead",
+              file=sys.stderr)
+    print(f"{len(cases)} configurations, each in a fresh process ({device}, {cases[0].precision}, "
+          f"{args.threads} threads)", file=sys.stderr)
+
+    def show(result: dict) -> None:
+        status = result.get("error") or f"{result['seconds']:.3f} s, peak {result['peak_mb']:.0f} MB"
+        print(f"  {result['backbone']} {bench.describe(result)} C={result['classes']}: {status}", file=sys.stderr)
+
+    results = bench.run_plan(cases, on_result=show)
+    if args.output:
+        write_json(args.output, results)
+    print(bench.table(results))
+    if not args.reference_shapes:
+        ratio = bench.speedup(results)
+        print(f"cached speedup: {ratio:.1f}x" if ratio else "cached speedup: n/a")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="measure training speed and memory (naive vs cached)", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the small backbone only (under a minute)")
+    parser.add_argument("--reference-shapes", action="store_true",
+                        help="s/iteration and peak memory at the reference trainer's shapes: ViT-B/16 random "
+                             "weights, batch 32 of 224x224, 16 context tokens, fp32; 10/100/400/1000 classes")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per measurement (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 (default) | bf16 | fp16 (CUDA only) | auto; --reference-shapes is always fp32")
+    parser.add_argument("--output", "-o", help="also write the results as JSON here")
+    parser.set_defaults(func=run)
