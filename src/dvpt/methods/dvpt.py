@@ -1,0 +1,197 @@
+"""DVPT: dual-view mutual-information prompt tuning with class-wise visual augmentation.
+
+Two text views of class c: the soft prompt (CoOp's context, optionally shifted by a class
+embedding) and the hand-crafted prompt (frozen, cached),
+
+    t^s_c = norm g([v_1 + h(e_c), ..., v_M + h(e_c), w(c)]),   t^h_c = norm mean_k g(T_k(c))
+
+trained with
+
+    L = CE(s <f(x), t^s>, y) + lambda_mi * L_mi + lambda_aug * L_aug
+
+    L_mi  = infonce:  1/2 [CE(T^s T^h' / tau, I) + CE(T^h T^s' / tau, I)]   (mi.infonce_loss)
+            iic:      -MI(softmax(s f T^s'), softmax(s f T^h'))              (mi.iic_mutual_information)
+    L_aug = proto:    |h(p_c) - h(t^h_c)|^2                                  (ProtoShift.alignment)
+            mixup:    CE(same-class mixes) + CE(virtual classes)             (visual_aug)
+
+and inference ``soft``: s <f, t^s>, or ``ensemble``: s <f, (1 - w) t^s + w t^h>.
+docs/method.md maps every equation to the code and says why each default was chosen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..backbones.base import Backbone
+from ..errors import ConfigError
+from ..prompts.handcrafted import handcrafted_features
+from ..prompts.learner import PromptLearner
+from ..prompts.visual_aug import ProtoShift, same_class_mixup, virtual_classes
+from .base import Batch, PromptMethod, cross_entropy_terms, register_method
+from .mi import iic_mutual_information, infonce_loss, infonce_mi_bound
+from .zeroshot import select_templates
+
+CHOICES = {
+    "handcrafted": ("dataset", "ensemble"),
+    "mi": ("infonce", "iic", "none"),
+    "visual_aug": ("proto", "mixup", "none"),
+    "proto_eval": ("bank", "proxy"),
+    "infer": ("soft", "ensemble"),
+}
+
+
+@dataclass
+class DVPTOptions:
+    # soft view (CoOp)
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+    class_specific: bool = False
+    # hand-crafted view
+    handcrafted: str = "dataset"  # dataset | ensemble
+    # mutual information between the views
+    mi: str = "infonce"  # infonce | iic | none
+    lambda_mi: float = 0.25
+    mi_temperature: float = 0.07
+    # class-wise visual augmentation
+    visual_aug: str = "proto"  # proto | mixup | none
+    lambda_aug: float = 1.0
+    proto_hidden: int = 32
+    #: chance that a trained class is conditioned on its text proxy instead of its prototype
+    proxy_prob: float = 0.5
+    #: trained classes at test time: their visual prototype (bank) or their text proxy
+    proto_eval: str = "bank"  # bank | proxy
+    mixup_alpha: float = 1.0
+    # inference
+    infer: str = "ensemble"  # soft | ensemble
+    ensemble_weight: float = 0.75
+
+
+def check_options(options: DVPTOptions) -> None:
+    for key, allowed in CHOICES.items():
+        value = getattr(options, key)
+        if value not in allowed:
+            raise ConfigError(f"options.{key} must be one of {' | '.join(allowed)}, got {value!r}")
+    if not 0.0 <= options.ensemble_weight <= 1.0 or not 0.0 <= options.proxy_prob <= 1.0:
+        raise ConfigError("options.ensemble_weight and options.proxy_prob must lie in [0, 1]")
+    if options.mi_temperature <= 0 or options.mixup_alpha <= 0:
+        raise ConfigError("options.mi_temperature and options.mixup_alpha must be > 0")
+
+
+@register_method
+class DVPT(PromptMethod):
+    name = "dvpt"
+    Options = DVPTOptions
+    summary = "dual-view MI prompt tuning with class-wise visual augmentation (this package's method)"
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
+        check_options(options)
+        super().__init__(backbone, classnames, templates, options)
+        self.prompt_learner = PromptLearner(
+            backbone, classnames, options.n_ctx, options.ctx_init or None, options.class_specific
+        )
+        self.proto = None
+        if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first
+            self.proto = ProtoShift(backbone.embed_dim, backbone.text_width, classnames, options.proto_hidden)
+        # epochs finished (saved with checkpoints): the method's random draws depend on (seed, epoch)
+        self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
+        self._seed = torch.initial_seed()
+        self._rng: tuple[int, torch.Generator] | None = None
+
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        super().set_classnames(classnames, templates)
+        self.prompt_learner.set_classnames(classnames)
+
+    # ---- the two views -----------------------------------------------------------------
+    def hand_features(self) -> Tensor:
+        """t^h [C, E]: the hand-crafted view, computed once per class list (cached)."""
+        templates = select_templates(self.templates, self.options.handcrafted)
+        return handcrafted_features(self.backbone, self.classnames, templates).to(self.prompt_learner.ctx.device)
+
+    def soft_features(self, shift: Tensor | None = None) -> Tensor:
+        """t^s [C, E]: the soft view, context shifted per class by ``shift`` [C, D]."""
+        if shift is None:  # CoOp's own call: the learner may share the context prefix across classes
+            return F.normalize(self.prompt_learner().float(), dim=-1)
+        ctx = self.prompt_learner.context(shift.to(self.prompt_learner.ctx.dtype))
+        return F.normalize(self.prompt_learner(ctx).float(), dim=-1)
+
+    def classifier(self) -> Tensor:
+        """The inference classifier; ``ensemble`` mixes classifiers = mixes logits (linear)."""
+        hand = self.hand_features()
+        shift = None
+        if self.proto is not None:
+            use_bank = self.options.proto_eval == "bank"
+            shift = self.proto(self.proto.eval_embeddings(self.classnames, hand, use_bank))
+        soft = self.soft_features(shift)
+        if self.options.infer == "ensemble":
+            w = self.options.ensemble_weight
+            return (1 - w) * soft + w * hand
+        return soft
+
+    # ---- training ---------------------------------------------------------------------
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        opts = self.options
+        feats = self.image_features(batch)
+        hand = self.hand_features()
+        extra: dict[str, Tensor] = {}
+        shift = None
+        if self.proto is not None:
+            self.proto.observe(feats, batch.labels)
+            emb, seen = self.proto.train_embeddings(hand, opts.proxy_prob, self.generator())
+            shift = self.proto(emb)
+            extra["aug"] = self.proto.alignment(hand, seen)
+        soft = self.soft_features(shift)
+        logits = self.logit_scale * feats @ soft.t()
+        terms = cross_entropy_terms(logits, batch.labels)
+        loss = terms["loss"]
+        if opts.mi != "none":
+            extra["mi"] = self.mi_loss(feats, soft, hand, logits)
+            loss = loss + opts.lambda_mi * extra["mi"]
+            if opts.mi == "infonce":
+                terms["mi_bound"] = infonce_mi_bound(extra["mi"].detach(), len(self.classnames))
+        if opts.visual_aug == "mixup":
+            extra["aug"] = self.mixup_loss(feats, batch.labels, soft)
+        if "aug" in extra:
+            loss = loss + opts.lambda_aug * extra["aug"]
+        terms.update({k: v.detach() for k, v in extra.items()})
+        terms["loss"] = loss
+        return terms
+
+    def mi_loss(self, feats: Tensor, soft: Tensor, hand: Tensor, logits: Tensor) -> Tensor:
+        """L_mi (minimised): InfoNCE between views, or minus IIC's MI of their predictions."""
+        if self.options.mi == "infonce":
+            return infonce_loss(soft, hand, self.options.mi_temperature)
+        p_soft = logits.float().softmax(-1)
+        p_hand = (self.logit_scale * feats @ hand.t()).float().softmax(-1)
+        return -iic_mutual_information(p_soft, p_hand)
+
+    def mixup_loss(self, feats: Tensor, labels: Tensor, soft: Tensor) -> Tensor:
+        """CE of same-class mixes against t^s, plus CE of virtual classes among [t^s; t^v]."""
+        gen = self.generator()
+        loss = feats.new_zeros(())
+        x_same, y_same = same_class_mixup(feats, labels, self.options.mixup_alpha, gen)
+        if len(y_same):
+            loss = loss + F.cross_entropy(self.logit_scale * x_same @ soft.t(), y_same)
+        x_v, t_v = virtual_classes(feats, labels, soft, self.options.mixup_alpha, gen)
+        if len(x_v):
+            targets = torch.arange(len(x_v), device=x_v.device) + soft.shape[0]
+            loss = loss + F.cross_entropy(self.logit_scale * x_v @ torch.cat([soft, t_v]).t(), targets)
+        return loss
+
+    def generator(self) -> torch.Generator:
+        """The method's random stream for the current epoch: seeded by (run seed, epoch)."""
+        epoch = int(self.epochs_done)
+        if self._rng is None or self._rng[0] != epoch:
+            self._rng = (epoch, torch.Generator().manual_seed(self._seed * 1_000_003 + epoch))
+        return self._rng[1]
+
+    def on_epoch_end(self, epoch: int, epochs: int) -> None:
+        self.epochs_done.fill_(epoch)
+
+    def inference_state(self) -> dict[str, Any]:
+        opts = self.options
+        return {"infer": opts.infer, "ensemble_weight": opts.ensemble_weight, "handcrafted": opts.handcrafted,
+                "visual_aug": opts.visual_aug, "proto_eval": opts.proto_eval}
