@@ -34,3 +34,23 @@ def test_demo_quick_produces_the_table(tmp_path, capsys):
     # a second run reuses the finished run folders and reproduces the table
     assert main(["demo", "--quick", "-o", str(out)]) == 0
     assert json.loads((out / "results.json").read_text()) == records
+
+
+def test_offline_budget_is_one_recipe_everywhere():
+    """demo, ablation and the offline sweep train under the same budget (configs/offline.yaml)."""
+    from dvpt.ablation import BUDGET, Plan, row_config, ABLATION
+    from dvpt.config.loader import CONFIG_DIR, read_yaml
+    from dvpt.demo import load_plan, run_config
+
+    budget = read_yaml(CONFIG_DIR / "offline.yaml")
+    sweep = read_yaml(CONFIG_DIR / "sweeps" / "offline_base2novel.yaml")
+    assert sweep["overrides"]["optim"] == budget["optim"]
+    assert BUDGET == CONFIG_DIR / "offline.yaml"
+    plan = load_plan()
+    from pathlib import Path
+
+    demo_cfg = run_config(plan, "coop", "emoji-food", 1, Path("out"))
+    ablation_cfg = row_config(Plan(ABLATION, ["emoji-food"], [1], Path("out")), ABLATION[1], "emoji-food", 1)
+    for cfg in (demo_cfg, ablation_cfg):
+        assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.warmup_epochs) == (5, 64, 0.05, 0)
+        assert cfg.backbone == "micro"

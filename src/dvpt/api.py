@@ -79,13 +79,17 @@ class TunedPrompt:
         return self._classifier[1]
 
     def text_features(self, classnames: Sequence[str] | None = None) -> Tensor:
-        """Unit-norm class text features [C, E] of the tuned prompts."""
+        """Unit-norm class text features [C, E] of the tuned prompts.
+
+        For a method that ensembles views (dvpt's ``infer: ensemble``) the classifier is a
+        weighted sum of unit features; this returns its direction.
+        """
         self.use_classes(classnames)
         features = self._class_features()
         if features is None:
             raise DvptError(f"method {self.meta.method!r} conditions its text features on each image; "
                             "there is no image-independent text classifier to return")
-        return features.float().clone()
+        return torch.nn.functional.normalize(features.float(), dim=-1)
 
     def transform(self, image: ImageLike) -> Tensor:
         """A PIL image or a path -> the backbone's eval tensor (a bad file raises ``DataError``)."""

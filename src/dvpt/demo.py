@@ -30,7 +30,7 @@ class DemoPlan:
     seeds: list[int]
     datasets: list[str]
     methods: list[str]
-    #: ``key.path=value`` overrides every run gets (the offline training budget)
+    #: ``key.path=value`` overrides every run gets on top of configs/offline.yaml
     budget: list[str]
 
 
@@ -63,7 +63,8 @@ def run_config(plan: DemoPlan, method: str, dataset: str, seed: int, output: Pat
     flags = {"backbone": plan.backbone, "protocol": "base2novel", "seed": seed,
              "data": {"dataset": dataset, "shots": plan.shots},
              "cache": {"dir": str(output / "feature-cache")}}
-    return build_config(method=method, flags=flags, overrides=[*plan.budget, *overrides])
+    return build_config(method=method, files=[str(CONFIG_DIR / "offline.yaml")], flags=flags,
+                        overrides=[*plan.budget, *overrides])
 
 
 def run_demo(plan: DemoPlan, output: Path, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:

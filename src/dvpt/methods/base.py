@@ -85,7 +85,9 @@ class PromptMethod(nn.Module):
         return F.normalize(feats.float(), dim=-1)
 
     def classifier(self) -> Tensor | None:
-        """Unit-norm class text features [C, E], or None when they depend on the image."""
+        """The [C, E] matrix image features are scored against (logits = s * f @ W.T): the
+        unit-norm class text features, or a weighted sum of them for a method that ensembles
+        views. Raises NotImplementedError when it depends on the image (CoCoOp)."""
         raise NotImplementedError
 
     def classifier_or_none(self) -> Tensor | None:
