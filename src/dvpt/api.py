@@ -89,7 +89,11 @@ class TunedPrompt:
         if features is None:
             raise DvptError(f"method {self.meta.method!r} conditions its text features on each image; "
                             "there is no image-independent text classifier to return")
-        return torch.nn.functional.normalize(features.float(), dim=-1)
+        features = features.float().clone()
+        norms = features.norm(dim=-1, keepdim=True)
+        if torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+            return features  # already unit-norm: returned bit for bit as the method scores them
+        return features / norms
 
     def transform(self, image: ImageLike) -> Tensor:
         """A PIL image or a path -> the backbone's eval tensor (a bad file raises ``DataError``)."""

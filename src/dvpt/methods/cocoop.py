@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone, Tokens
-from ..prompts.learner import PromptLearner, encode_prompts
+from ..prompts.learner import PromptLearner
+from ..prompts.text_encoding import encode_prompts
 from .base import Batch, PromptMethod, register_method
 
 #: with ``image_chunk: 0``, images per text-tower call are chosen so that about this many

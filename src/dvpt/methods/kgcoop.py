@@ -14,7 +14,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..prompts.handcrafted import handcrafted_features
+from ..prompts.handcrafted import handcrafted_features, method_template
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
 
@@ -32,10 +32,7 @@ class KgCoOpOptions(CoOpOptions):
 
 def kgcoop_template(templates: Sequence[str], override: str = "") -> str:
     """The dataset's first template, as KgCoOp's own template table has it."""
-    if override:
-        return override
-    first = templates[0] if templates else "a photo of a {}."
-    return KGCOOP_TEMPLATES.get(first, first)
+    return method_template(templates, KGCOOP_TEMPLATES, override)
 
 
 def consistency(learned: Tensor, handcrafted: Tensor) -> Tensor:

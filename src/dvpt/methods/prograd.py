@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbones.base import Backbone
-from ..prompts.handcrafted import handcrafted_features
+from ..prompts.handcrafted import handcrafted_features, method_template
 from ..prompts.learner import PromptLearner
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
@@ -59,10 +59,8 @@ class ProGradOptions(CoOpOptions):
 
 
 def prograd_template(templates: Sequence[str], override: str = "") -> str:
-    if override:
-        return override
-    first = templates[0] if templates else "a photo of a {}."
-    return PROGRAD_TEMPLATES.get(first, first)
+    """The dataset's first template with the class name moved last, as ProGrad's table has it."""
+    return method_template(templates, PROGRAD_TEMPLATES, override)
 
 
 def template_words(template: str) -> str:

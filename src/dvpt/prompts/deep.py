@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from ..backbones.base import Backbone
 from ..errors import ConfigError
 from .handcrafted import readable
-from .learner import PLACEHOLDER, encode_prompts
+from .learner import PLACEHOLDER
+from .text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,15 @@ def fill(template: str, classname: str) -> str:
     return template.format(readable(classname))
 
 
+def method_template(templates: Sequence[str], table: dict[str, str], override: str = "") -> str:
+    """A method's hand-crafted template: ``override``, else the dataset's first template as
+    rewritten by the method's own table (KgCoOp and ProGrad each changed a few of CoOp's)."""
+    if override:
+        return override
+    first = templates[0] if templates else "a photo of a {}."
+    return table.get(first, first)
+
+
 _CACHE: dict[tuple, Tensor] = {}
 
 

@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backbones.base import Backbone, Tokens
+from ..backbones.base import Backbone
 from ..errors import ConfigError
-from . import text_encoding
+from .text_encoding import encode_prompts  # the one place prompts meet the text tower
 from .handcrafted import readable
 
 PLACEHOLDER = "X"
@@ -100,18 +100,3 @@ class PromptLearner(nn.Module):
         prefix = 1 + self.n_ctx if shared else 1
         return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts, prefix_length=prefix)
 
-
-def encode_prompts(
-    backbone: Backbone,
-    embeddings: Tensor,
-    tokens: Tokens,
-    deep_prompts: Sequence[Tensor] | None = None,
-    prefix_length: int = 0,
-) -> Tensor:
-    """The one place prompt embeddings go through the text tower.
-
-    Exact fast paths live in ``text_encoding``: real length instead of padding, a prefix
-    shared by every prompt computed once (``prefix_length``: leading positions that are one
-    tensor broadcast to all rows; 0 = none), chunks and checkpointing for many classes.
-    """
-    return text_encoding.encode_prompts(backbone, embeddings, tokens, deep_prompts, prefix_length)
