@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from dvpt.backbones import load_backbone
@@ -17,6 +18,7 @@ from dvpt.engine.session import Session
 from dvpt.errors import ConfigError
 from dvpt.methods.base import Batch
 from dvpt.methods.dvpt import DVPT, DVPTOptions
+from dvpt.prompts.visual_aug import bound_shift
 
 CLASSES = ["red", "green", "blue", "yellow", "purple", "orange"]
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30), (150, 40, 160), (250, 140, 20)]
@@ -82,6 +84,7 @@ def test_preset_is_valid_and_names_every_option():
 # ---- gradients and the frozen backbone ----------------------------------------------------
 @pytest.mark.parametrize("options", [
     {"mi": "infonce", "visual_aug": "proto"},
+    {"mi": "infonce", "visual_aug": "proto", "proto_max_ratio": 0.25},
     {"mi": "iic", "visual_aug": "mixup"},
 ])
 def test_only_learnable_parameters_receive_gradients(backbone, options):
@@ -155,6 +158,50 @@ def test_proto_starts_as_coop(backbone):
     with torch.no_grad():
         # equal up to float rounding: without a shift the learner takes its shared-prefix path
         assert torch.allclose(method.classifier(), method.soft_features(), atol=1e-6)
+
+
+def test_bounded_shift_never_exceeds_ratio_times_context_norm(backbone):
+    """|b(h(e))| < r * mean_m |v_m| for any embedding and any (even huge) network output."""
+    method = trained_proto(backbone, proto_max_ratio=0.3)
+    torch.nn.init.normal_(method.proto.net[2].weight, std=50.0)  # raw shifts far beyond the context
+    v_norm = method.prompt_learner.ctx.detach().norm(dim=-1).mean()
+    emb = 100 * torch.randn(64, backbone.embed_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        raw = method.proto(emb)
+        bounded = method.proto(emb, method.shift_limit())
+    assert float(raw.norm(dim=-1).min()) > 10 * float(0.3 * v_norm)  # the bound is what holds them
+    assert float(bounded.norm(dim=-1).max()) <= float(0.3 * v_norm) * (1 + 1e-5)
+    assert torch.allclose(F.normalize(bounded, dim=-1), F.normalize(raw, dim=-1), atol=1e-5)  # direction kept
+    small = 1e-4 * raw / raw.norm(dim=-1, keepdim=True)  # tanh(x) ~ x: small shifts pass unchanged
+    assert torch.allclose(bound_shift(small, 0.3 * v_norm), small, rtol=1e-4, atol=0)
+    with torch.no_grad():  # and the classifier uses the bounded shift
+        protos = method.proto.prototypes()
+        expected = method.soft_features(bound_shift(method.proto.net(protos), 0.3 * v_norm))
+        assert torch.allclose(method.classifier(), expected, atol=1e-6)
+        assert not torch.allclose(method.classifier(), method.soft_features(method.proto.net(protos)), atol=1e-3)
+
+
+def test_unbounded_shift_option_is_the_plain_network_bit_for_bit(backbone):
+    """proto_max_ratio 0 (the off value) computes exactly what dvpt computed before the option."""
+    method = trained_proto(backbone)
+    assert method.options.proto_max_ratio == 0.0 and method.shift_limit() is None
+    batch = feature_batch(backbone, seed=3)
+    with torch.no_grad():
+        protos = method.proto.prototypes()
+        assert torch.equal(method.classifier(), method.soft_features(method.proto.net(protos)))
+        method.train()
+        method._rng = None
+        losses = method.losses(batch)  # adds the batch to the bank, then draws proxies
+        method._rng = None  # the same draws again, against the bank that losses() used
+        hand, protos = method.hand_features(), method.proto.prototypes()
+        emb, seen = method.proto.train_embeddings(hand, 0.5, method.generator())
+        soft = method.soft_features(method.proto.net(emb))
+        logits = method.logit_scale * method.image_features(batch) @ soft.t()
+        aug = (method.proto.net(protos[seen]) - method.proto.net(hand[seen])).pow(2).sum(-1).mean()
+    assert torch.equal(losses["ce"], torch.nn.functional.cross_entropy(logits.float(), batch.labels))
+    assert torch.equal(losses["aug"], aug)
+    with pytest.raises(ConfigError, match="options.proto_max_ratio"):
+        make(backbone, visual_aug="proto", proto_max_ratio=-1.0)
 
 
 def test_ensemble_inference_is_the_weighted_sum_of_view_logits(backbone):

@@ -12,6 +12,7 @@ trained with
     L_mi  = infonce:  1/2 [CE(T^s T^h' / tau, I) + CE(T^h T^s' / tau, I)]   (mi.infonce_loss)
             iic:      -MI(softmax(s f T^s'), softmax(s f T^h'))              (mi.iic_mutual_information)
     L_aug = proto:    |h(p_c) - h(t^h_c)|^2                                  (ProtoShift.alignment)
+                      (h optionally norm-bounded: |h| < r mean_m |v_m|,      visual_aug.bound_shift)
             mixup:    CE(same-class mixes) + CE(virtual classes)             (visual_aug)
 
 and inference ``soft``: s <f, t^s>, or ``ensemble``: s <f, (1 - w) t^s + w t^h>.
@@ -64,6 +65,8 @@ class DVPTOptions:
     proxy_prob: float = 0.5
     #: trained classes at test time: their visual prototype (bank) or their text proxy
     proto_eval: str = "bank"  # bank | proxy
+    #: bound on the shift: |h(e)| < proto_max_ratio * mean_m |v_m| (tanh-squashed); 0 = unbounded
+    proto_max_ratio: float = 0.0
     mixup_alpha: float = 1.0
     # inference
     infer: str = "ensemble"  # soft | ensemble
@@ -79,6 +82,8 @@ def check_options(options: DVPTOptions) -> None:
         raise ConfigError("options.ensemble_weight and options.proxy_prob must lie in [0, 1]")
     if options.mi_temperature <= 0 or options.mixup_alpha <= 0:
         raise ConfigError("options.mi_temperature and options.mixup_alpha must be > 0")
+    if options.proto_max_ratio < 0:
+        raise ConfigError(f"options.proto_max_ratio must be >= 0 (0 = unbounded shift), got {options.proto_max_ratio}")
 
 
 @register_method
@@ -118,13 +123,20 @@ class DVPT(PromptMethod):
         ctx = self.prompt_learner.context(shift.to(self.prompt_learner.ctx.dtype))
         return F.normalize(self.prompt_learner(ctx).float(), dim=-1)
 
+    def shift_limit(self) -> Tensor | None:
+        """rho = r * mean_m |v_m| (a constant of the step: the bound does not pull on v), or None."""
+        ratio = self.options.proto_max_ratio
+        if ratio <= 0:
+            return None
+        return ratio * self.prompt_learner.ctx.detach().float().norm(dim=-1).mean()
+
     def classifier(self) -> Tensor:
         """The inference classifier; ``ensemble`` mixes classifiers = mixes logits (linear)."""
         hand = self.hand_features()
         shift = None
         if self.proto is not None:
             use_bank = self.options.proto_eval == "bank"
-            shift = self.proto(self.proto.eval_embeddings(self.classnames, hand, use_bank))
+            shift = self.proto(self.proto.eval_embeddings(self.classnames, hand, use_bank), self.shift_limit())
         soft = self.soft_features(shift)
         if self.options.infer == "ensemble":
             w = self.options.ensemble_weight
@@ -141,8 +153,9 @@ class DVPT(PromptMethod):
         if self.proto is not None:
             self.proto.observe(feats, batch.labels)
             emb, seen = self.proto.train_embeddings(hand, opts.proxy_prob, self.generator())
-            shift = self.proto(emb)
-            extra["aug"] = self.proto.alignment(hand, seen)
+            limit = self.shift_limit()
+            shift = self.proto(emb, limit)
+            extra["aug"] = self.proto.alignment(hand, seen, limit)
         soft = self.soft_features(shift)
         logits = self.logit_scale * feats @ soft.t()
         terms = cross_entropy_terms(logits, batch.labels)

@@ -14,6 +14,14 @@ Because ``h`` must accept both, training feeds it the proxy instead of the proto
 class with probability ``proxy_prob`` and adds ``L_align = mean_c |h(p_c) - h(t^h_c)|^2``,
 so proxies and prototypes become interchangeable inputs.
 
+Optionally the shift is norm-bounded (``bound_shift``): ``h(e)`` is squashed to
+``b(h) = h * rho * tanh(|h| / rho) / |h|`` with ``rho = r * mean_m |v_m|``, so it can never move
+a prompt further than ``r`` times the size of the context it shifts, while small shifts pass
+unchanged (``tanh(x) ~ x``). Without it the learned shift outgrows the context and the text
+proxies of novel classes move their prompts as far as prototypes move base prompts; the
+bound is an option, off by default: on held-out runs it did not win novel accuracy back
+(docs/results.md).
+
 ``mixup``: class-wise feature mixup. Same-class pairs are mixed (new views of a class), and
 pairs of different classes become *virtual classes* whose text feature is the same
 interpolation of the two classes' soft text features; both are classified with CE.
@@ -40,8 +48,10 @@ class ProtoShift(nn.Module):
         self.register_buffer("proto_sum", torch.zeros(len(classnames), embed_dim))
         self.register_buffer("proto_count", torch.zeros(len(classnames)))
 
-    def forward(self, embeddings: Tensor) -> Tensor:
-        return self.net(embeddings)
+    def forward(self, embeddings: Tensor, limit: Tensor | None = None) -> Tensor:
+        """Shift [C, D] of each class embedding; norm-bounded by ``limit`` when given."""
+        shift = self.net(embeddings)
+        return shift if limit is None else bound_shift(shift, limit)
 
     @torch.no_grad()
     def observe(self, feats: Tensor, labels: Tensor) -> None:
@@ -74,12 +84,20 @@ class ProtoShift(nn.Module):
                 out[c] = protos[i]
         return out
 
-    def alignment(self, proxies: Tensor, seen: Tensor) -> Tensor:
+    def alignment(self, proxies: Tensor, seen: Tensor, limit: Tensor | None = None) -> Tensor:
         """L_align = mean over seen classes of |h(p_c) - h(t^h_c)|^2 (0 before any prototype)."""
         if not bool(seen.any()):
             return proxies.new_zeros(())
         protos = self.prototypes().to(proxies.dtype)[seen]
-        return (self(protos) - self(proxies[seen])).pow(2).sum(-1).mean()
+        return (self(protos, limit) - self(proxies[seen], limit)).pow(2).sum(-1).mean()
+
+
+def bound_shift(shift: Tensor, limit: Tensor | float) -> Tensor:
+    """Row-wise ``shift * limit * tanh(|shift| / limit) / |shift|``: norm < ``limit``, ~identity when small.
+
+    A smooth clip (not a hard one) so that a shift at the bound still receives gradients."""
+    norm = shift.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return shift * (limit * torch.tanh(norm / limit) / norm)
 
 
 # ---- mixup ---------------------------------------------------------------------------
