@@ -7,6 +7,7 @@ import pytest
 
 from dvpt.cli import main
 from dvpt.engine.io import read_json
+from dvpt.methods import METHODS
 from datasets_fixtures import BUILDERS, WNIDS, subset
 
 COMMON = ["--backbone", "tiny-random", "--epochs", "1", "--set", "cache.views=1", "--batch-size", "8"]
@@ -103,8 +104,6 @@ def test_eval_command_reproduces_the_runs_novel_accuracy(capsys, data_root, tmp_
     shown = json.loads(capsys.readouterr().out)
     assert shown["accuracy"] == read_json(out / "metrics.json")["novel"]
 
-
-from dvpt.methods import METHODS  # noqa: E402
 
 
 @pytest.mark.parametrize("protocol", ["crossdataset", "domaingen", "fewshot"])

@@ -24,7 +24,7 @@ from .backbones import Backbone, load_backbone
 from .config.loader import from_dict
 from .config.schema import RunConfig
 from .data.loading import open_image
-from .engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state
+from .engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, read_learnable_metadata
 from .engine.device import autocast, resolve_device
 from .errors import ConfigError, DvptError
 from .methods import get_method
@@ -249,7 +249,7 @@ def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False
     cfg = dataclasses.replace(read_run_config(run_dir), device="cpu", precision="fp32", threads=None)
     ckpt = run_dir / "checkpoint" / LEARNABLE
     session = Session(cfg)
-    ckpt_meta = _checkpoint_metadata(ckpt) if ckpt.is_file() else {}
+    ckpt_meta = read_learnable_metadata(ckpt) if ckpt.is_file() else {}
     classnames, templates = _run_classnames_templates(run_dir, cfg, ckpt_meta)
     method = session.build_method(classnames, templates)
     if method.state_dict() or ckpt.is_file():
@@ -275,16 +275,6 @@ def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False
     path = write_prompt_file(output, method.state_dict(), meta)
     log.debug("exported %s (%s on %s, %d classes) to %s", run_dir, cfg.method, cfg.backbone, len(classnames), path)
     return path
-
-
-def _checkpoint_metadata(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as handle:
-            return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise DvptError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
 
 
 def _check_finished(run_dir: Path, partial: bool) -> None:

@@ -17,8 +17,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"dvpt demo: {len(plan.datasets)} datasets x {len(plan.methods)} methods x {len(plan.seeds)} seeds "
           f"-> {output}", file=sys.stderr)
     records = run_demo(plan, output, args.overrides)
-    command = "dvpt " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a) if sys.argv[1:2] == ["demo"] else "dvpt demo"
-    table = write_outputs(records, output, plan, command.strip())
+    argv = sys.argv[1:] if sys.argv[1:2] == ["demo"] else ["demo"]  # called as main([...]): no argv
+    table = write_outputs(records, output, plan, "dvpt " + shlex.join(argv))
     print(table)
     print(f"\nwrote {output / 'results.json'}, {output / 'results.md'}, {output / 'results.png'}")
     return 0

@@ -43,10 +43,18 @@ def load_learnable(module: nn.Module, path: str | Path) -> dict[str, Any]:
         raise DvptError(
             f"checkpoint {path} does not match the method: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
         )
+    return read_learnable_metadata(path)
+
+
+def read_learnable_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata saved with a learnable checkpoint (method, classnames, epoch, ...)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as handle:
-        meta = handle.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise DvptError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
     return {k: json.loads(v) for k, v in meta.items() if k != "format"}
 
 

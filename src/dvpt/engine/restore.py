@@ -9,7 +9,7 @@ from ..config.loader import from_dict
 from ..config.schema import RunConfig
 from ..errors import DvptError
 from ..methods.base import PromptMethod
-from .checkpoint import LEARNABLE, load_learnable
+from .checkpoint import LEARNABLE, load_learnable, read_learnable_metadata
 from .rundir import CONFIG
 from .session import Session
 
@@ -28,11 +28,7 @@ def restore_method(run_dir: str | Path, session: Session | None = None) -> tuple
     session = session or Session(cfg)
     ckpt = run_dir / "checkpoint" / LEARNABLE
     if ckpt.is_file():
-        from safetensors import safe_open
-        import json
-
-        with safe_open(str(ckpt), "pt") as handle:
-            meta = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+        meta = read_learnable_metadata(ckpt)
         method = session.build_method(meta["classnames"], session.load_dataset().templates)
         load_learnable(method, ckpt)
     else:

@@ -133,7 +133,3 @@ class Trainer:
         optimizer.load_state_dict(state["optimizer"])
         log.info("resuming from epoch %d (%s)", state["epoch"], self.checkpoint_dir)
         return int(state["epoch"]), list(state["history"]), bool(state.get("finalized"))
-
-
-
-
