@@ -2,7 +2,6 @@
 without bf16, and never fp16 on the CPU (a known crash of the reference code)."""
 from __future__ import annotations
 
-import contextlib
 from typing import ContextManager
 
 import torch
@@ -32,8 +31,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
+    """The autocast region of ``precision``; fp32 switches off any autocast a caller opened,
+    so a computation asked for in fp32 is fp32 wherever it runs."""
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

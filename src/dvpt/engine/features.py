@@ -118,13 +118,19 @@ def cached_view_features(
     batch_size: int = 100,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """[K, N, E] half-precision features of K seeded augmentation views of every item."""
-    out = []
+    """[K, N, E] half-precision features of K seeded augmentation views of every item.
+
+    Views are copied into one preallocated tensor, not stacked: ``torch.stack`` of float16
+    tensors fails under a CPU bf16 autocast a caller may have open."""
+    out: torch.Tensor | None = None
     for view in range(views):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 7919 + view)
-            out.append(
-                encode_items(backbone, items, transform, batch_size=batch_size, precision=precision,
-                             desc=f"cache view {view + 1}/{views}").half()
-            )
-    return torch.stack(out)
+            feats = encode_items(backbone, items, transform, batch_size=batch_size, precision=precision,
+                                 desc=f"cache view {view + 1}/{views}")
+        if out is None:
+            out = torch.empty((views, *feats.shape), dtype=torch.float16, device=feats.device)
+        out[view] = feats
+    if out is None:
+        raise ValueError(f"views must be >= 1, got {views}")
+    return out
