@@ -124,6 +124,10 @@ def test_train_views_half_precision_and_seeded(backbone, items):
     assert not torch.equal(views[0], views[1])  # augmentation differs per view
     again = FeatureStore(backbone).train_views(items, 3, seed=1)
     torch.testing.assert_close(again, views, atol=0, rtol=0)  # and is reproducible
+    # built inside a caller's CPU bf16 autocast (dvpt bench does this): same features
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = FeatureStore(backbone).train_views(items, 3, seed=1)
+    torch.testing.assert_close(under_autocast, views, atol=0, rtol=0)
 
 
 # ---- reuse and invalidation -----------------------------------------------------------------
@@ -233,6 +237,57 @@ def test_bench_report_and_speedup():
     quick = bench.plan(quick=True)
     assert {c.kind for c in quick} == {"epoch", "text"} and sorted(c.classes for c in quick if c.kind == "text") == [10, 100, 1000]
     ref = bench.plan(reference_shapes=True)
-    assert [(c.path, c.classes) for c in ref] == [(p, c) for p in ("naive", "cached") for c in (10, 100, 400, 1000)]
+    assert [(c.path, c.classes, c.reference_text) for c in ref] == (
+        [(p, c, False) for p in ("naive", "cached") for c in (10, 100, 400, 1000)]
+        + [("naive", c, True) for c in (10, 100, 400)])
     assert all(c.backbone == "vit-b16-random" and c.n_ctx == 16 and c.batch_size == 32 and c.threads == 2
                and c.precision == "fp32" for c in ref)
+
+
+def test_bench_reference_ratios_side_by_side():
+    from dvpt import bench
+
+    common = {"backbone": "vit-b16-random", "kind": "iteration", "batch_size": 32}
+    results = [
+        common | {"classes": 100, "path": "naive", "seconds": 6.0},
+        common | {"classes": 100, "path": "cached", "seconds": 0.5},
+        common | {"classes": 100, "path": "naive", "reference_text": True, "seconds": 12.0},
+        common | {"classes": 1000, "path": "cached", "seconds": 3.0},  # no reference: no line
+        common | {"classes": 10, "path": "naive", "reference_text": True, "error": "killed"},
+    ]
+    assert bench.reference_ratios(results) == [
+        "100 classes: reference 12.00 s/iter, naive 6.00 (2.0x fewer s), cached 0.50 (24.0x fewer s)"]
+    assert bench.describe(results[2]) == "train iteration, batch 32, reference"
+
+
+def test_bench_reference_text_pass_equals_the_fast_path(tiny):
+    """The emulated reference trainer computes the same text features (77 tokens, no sharing)."""
+    from dvpt import bench
+    from dvpt.methods.coop import CoOp, CoOpOptions
+
+    torch.manual_seed(0)
+    method = CoOp(tiny, bench.class_names(5), ["a photo of a {}."], CoOpOptions(n_ctx=4, ctx_init=""))
+    learner = method.prompt_learner
+    fast = learner()
+    reference = bench._padded_77(learner)()
+    assert learner.tokens.ids.shape[1] < tiny.max_text_length
+    torch.testing.assert_close(reference, fast, atol=1e-5, rtol=1e-4)
+
+
+def test_gpu_script_plans_every_path_and_refuses_without_cuda(capsys):
+    """benchmarks/gpu_vit_b16.py: naive, cached and emulated-reference iterations plus the text
+    pass per precision; on a machine without CUDA it says so and exits 2 (nothing measured)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_vit_b16.py"
+    spec = importlib.util.spec_from_file_location("gpu_vit_b16", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    planned = script.cases([10, 100], ["bf16", "fp32"], repeats=3)
+    kinds = {(c.precision, c.kind, c.path, c.reference_text, c.classes) for c in planned}
+    assert len(planned) == len(kinds) == 2 * (2 * 3 + 2)
+    assert ("bf16", "iteration", "naive", True, 100) in kinds and ("fp32", "text", "cached", False, 10) in kinds
+    assert all(c.device == "cuda" and c.backbone == "vit-b16-random" and c.n_ctx == 16 for c in planned)
+    if not torch.cuda.is_available():
+        assert script.main([]) == 2
+        assert "no CUDA device" in capsys.readouterr().err

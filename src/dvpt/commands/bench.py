@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         write_json(args.output, results)
     print(bench.table(results))
+    for line in bench.reference_ratios(results):
+        print(line)
     if not args.reference_shapes:
         ratio = bench.speedup(results)
         print(f"cached speedup: {ratio:.1f}x" if ratio else "cached speedup: n/a")
