@@ -259,9 +259,11 @@ def register(name: str, collect: Collector, layout: str, *, num_classes: int | N
 class ZhouDataset:
     """A dataset read from CoOp's ``split_zhou_<Name>.json`` under ``$DATA/<dirname>/``.
 
-    ``generate`` builds the split object from the image folder when the file is missing (then
-    it is written atomically, as CoOp does); without it a missing file is an error that says
-    where to get it. ``rename`` fixes a class name as the original loader did.
+    ``generate(dataset_dir, image_dir)`` builds the split object when the file is missing
+    (from the class folders, or from the dataset's annotation files: ``annotation_splits``),
+    and it is written atomically, as CoOp does; ``split_recipe`` says how, in the log. Without
+    it a missing file is an error that says where to get it. ``rename`` fixes a class name as
+    the original loader did.
     """
 
     name: str
@@ -270,7 +272,8 @@ class ZhouDataset:
     split_file: str
     num_classes: int
     description: str
-    generate: Callable[[Path], dict] | None = None
+    generate: Callable[[Path, Path], dict] | None = None
+    split_recipe: str = "a 50/20/30 per-class split of the class folders"
     rename: Callable[[str], str] | None = None
     #: the hand-crafted template of a dataset not in ``CUSTOM_TEMPLATES`` (ensemble appended).
     template: str | None = None
@@ -294,7 +297,12 @@ class ZhouDataset:
             problems.append(f"{split_path}: split file missing; download {self.split_file} from {COOP_SPLITS} into {ddir}")
             return None
         else:
-            obj = self.generate(image_dir)
+            try:
+                obj = self.generate(ddir, image_dir)
+            except DataError as exc:  # name the other way out too
+                problems.append(f"{split_path}: split file missing and cannot be generated: {exc}; "
+                                f"or download {self.split_file} from {COOP_SPLITS}")
+                return None
             if not dry_run:
                 self._write_generated(split_path, obj)
         lists = parse_split(obj, split_path, image_dir, self.rename)
@@ -309,8 +317,8 @@ class ZhouDataset:
     def _write_generated(self, path: Path, obj: dict) -> None:
         try:
             write_json_atomic(path, obj)
-            log.info("%s: split file missing, generated a 50/20/30 per-class split (seed %d) -> %s",
-                     self.name, SPLIT_SEED, path)
+            log.info("%s: split file missing, generated %s (seed %d) -> %s",
+                     self.name, self.split_recipe, SPLIT_SEED, path)
         except OSError as exc:
             log.warning("%s: generated split not saved (%s: %s); it is rebuilt identically on every run",
                         self.name, path, exc)
@@ -321,7 +329,7 @@ class ZhouDataset:
         return self
 
 
-def folder_generator(ignored: Iterable[str] = (), rename: Mapping[str, str] | None = None) -> Callable[[Path], dict]:
+def folder_generator(ignored: Iterable[str] = (), rename: Mapping[str, str] | None = None) -> Callable[[Path, Path], dict]:
     """``generate`` for datasets whose images sit in ``<image dir>/<class>/`` (CoOp's 50/20/30)."""
     ignored = tuple(ignored)
-    return lambda image_dir: split_class_folders(image_dir, ignored=ignored, rename=rename)
+    return lambda dataset_dir, image_dir: split_class_folders(image_dir, ignored=ignored, rename=rename)
