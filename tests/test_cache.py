@@ -291,3 +291,22 @@ def test_gpu_script_plans_every_path_and_refuses_without_cuda(capsys):
     if not torch.cuda.is_available():
         assert script.main([]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_measurements_run_in_a_child_process(tmp_path):
+    """The code paths behind `dvpt bench` and the GPU script, on tiny inputs: a forked child
+    (epoch, naive and cached) and a fresh interpreter (the reference iteration). Only the
+    structure is checked; the seconds are whatever they are."""
+    from dvpt import bench
+
+    images = bench.write_images(tmp_path / "imgs", classes=3, shots=2, size=32)
+    common = dict(backbone="tiny-random", classes=3, shots=2, batch_size=4, n_ctx=2, threads=1, repeats=1)
+    naive = bench.measure(bench.Case("epoch", path="naive", image_dir=str(images), **common))
+    cached = bench.measure(bench.Case("epoch", path="cached", views=2, image_dir=str(images), **common))
+    reference = bench._measure_subprocess(bench.Case("iteration", path="naive", reference_text=True, **common), 300)
+    for result in (naive, cached, reference):
+        assert "error" not in result, result.get("error")
+        assert result["seconds"] > 0 and result["peak_mb"] > 0 and result["prompt_tokens"] >= 2 + 2
+    assert naive["images"] == cached["images"] == 6 and naive["steps"] == cached["steps"] == 1  # 6 // 4, last dropped
+    assert "cache_build_s" in cached and "cache_build_s" not in naive
+    assert bench.describe(reference) == "train iteration, batch 4, reference"
