@@ -232,6 +232,10 @@ def test_bench_report_and_speedup():
         common | {"kind": "text", "path": "cached", "classes": 1000, "error": "killed (out of memory?)"},
     ]
     assert bench.speedup(results) == pytest.approx(12.0)
+    results[0]["images"] = results[1]["images"] = 200
+    assert bench.where_the_epoch_goes(results) == (
+        "micro epoch: image side 5.50 s (27.5 ms per image; what the cache removes), "
+        "text side 0.50 s (10 steps of 0.050 s over 20 classes; what it keeps)")
     text = bench.table(results)
     assert "6.000 s/epoch" in text and "one-off cache of 8 view(s): 3.0 s" in text and "failed" in text
     quick = bench.plan(quick=True)

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     for line in bench.reference_ratios(results):
         print(line)
     if not args.reference_shapes:
+        split = bench.where_the_epoch_goes(results)
+        if split:
+            print(split)
         ratio = bench.speedup(results)
         print(f"cached speedup: {ratio:.1f}x" if ratio else "cached speedup: n/a")
     return 0
