@@ -180,3 +180,48 @@ def test_precision_choice_never_fp16_on_cpu():
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ConfigError, match="fp16"):
         resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("chunk", [0, 2, 7, 10])  # all; inside a group; one group; two groups
+def test_cocoop_prefix_per_image_is_exact(backbone, chunk, monkeypatch):
+    """CoCoOp's context is shifted per image: [start] + (v + pi(x)) is a prefix shared by the
+    C prompts of one image. Sharing it per image gives the same logits and gradients as
+    encoding every prompt whole, in any chunking."""
+    from dvpt.methods.base import Batch
+    from dvpt.methods.cocoop import CoCoOp, CoCoOpOptions
+
+    torch.manual_seed(0)
+    method = CoCoOp(backbone, NAMES, ["a photo of a {}."], CoCoOpOptions(n_ctx=4, ctx_init=""))
+    with torch.no_grad():
+        method.prompt_learner.ctx.normal_(0, 0.5)
+    batch = Batch(labels=torch.tensor([0, 3, 4]), features=torch.randn(3, backbone.embed_dim))
+    params = [method.prompt_learner.ctx, *method.meta_net.parameters()]
+
+    def logits_and_grads():
+        logits = method.logits(batch)
+        return logits.detach(), torch.autograd.grad(torch.nn.functional.cross_entropy(logits, batch.labels), params)
+
+    with te.text_options(share_prefix=False):
+        ref, ref_grads = logits_and_grads()
+    with te.text_options(chunk=chunk):
+        out, grads = logits_and_grads()
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
+
+    passes = []  # (rows, tokens) of each pass after the prefixes, in a forward without recompute
+    original = te._run_rest
+    monkeypatch.setattr(te, "_run_rest", lambda tower, per_block, rest, *a: passes.append(tuple(rest.shape[:2]))
+                        or original(tower, per_block, rest, *a))
+    with te.text_options(chunk=chunk), torch.no_grad():
+        method.logits(batch)
+    prompt_length = method.prompt_learner.tokens.truncated().ids.shape[1]
+    assert {tokens for _, tokens in passes} == {prompt_length - 5}  # [start] + 4 context: once per image
+    expected_rows = {0: [15], 2: [2, 2, 1] * 3, 7: [5, 5, 5], 10: [10, 5]}[chunk]
+    assert [rows for rows, _ in passes] == expected_rows
+
+
+def test_prefix_groups_must_divide_the_prompts(backbone):
+    pl = learner(backbone)
+    with pytest.raises(ValueError, match="5 prompts cannot form 2 equal prefix groups"):
+        encode_prompts(backbone, pl.embeddings(), pl.tokens, prefix_length=5, prefix_groups=2)

@@ -5,7 +5,9 @@
 
 One shift per image, the same for every class of that image. The text tower therefore runs
 B * C prompts per batch (hence the published batch size of 1); ``image_chunk`` bounds how
-many run at once. Only the text side learns, so training works on cached image features.
+many run at once. In a causal tower the start token and the shifted context are one prefix
+per image, computed once for its C prompts. Only the text side learns, so training works on
+cached image features.
 """
 from __future__ import annotations
 
@@ -84,6 +86,9 @@ class CoCoOp(PromptMethod):
         suffix = learner.token_suffix.to(ctx.dtype).expand(n_images, -1, -1, -1)
         embeddings = torch.cat([prefix, ctx, suffix], dim=2).flatten(0, 1)  # [b*C, L, D]
         tokens = Tokens(learner.tokens.ids.repeat(n_images, 1), learner.tokens.attention_mask.repeat(n_images, 1))
-        text = F.normalize(encode_prompts(self.backbone, embeddings, tokens).float(), dim=-1)
+        # [start] + (v + pi(x)) is the same for the C prompts of one image: a prefix per image
+        prefix = 1 + learner.n_ctx if learner.ctx.dim() == 2 else 1
+        text = encode_prompts(self.backbone, embeddings, tokens, prefix_length=prefix, prefix_groups=n_images)
+        text = F.normalize(text.float(), dim=-1)
         text = text.view(n_images, n_classes, -1)
         return self.logit_scale * torch.einsum("be,bce->bc", feats, text)

@@ -83,12 +83,16 @@ def encode_prompts(
     tokens: Tokens,
     deep_prompts: Sequence[Tensor] | None = None,
     prefix_length: int = 0,
+    prefix_groups: int = 1,
 ) -> Tensor:
     """Text features [N, E] (un-normalised) of prompt embeddings [N, L, D].
 
     ``prefix_length`` is the caller's promise that ``embeddings[:, :prefix_length]`` is one
-    tensor broadcast to every row (start token + shared context): its gradient is taken
-    through row 0 only, which is right exactly when the rows share it. 0 = no promise.
+    tensor broadcast to every row of a group (start token + shared context), the N rows being
+    ``prefix_groups`` consecutive groups of equal size (CoOp: one group; CoCoOp: one group of
+    C class prompts per image, whose context is shifted per image). The prefix's gradient is
+    taken through the first row of each group, which is right exactly when the group shares
+    it. 0 = no promise.
     """
     options = current_options()
     tokens = tokens.truncated().to(embeddings.device)
@@ -96,8 +100,10 @@ def encode_prompts(
     tower = backbone.causal_text_tower()
     if tower is None:
         return _encode_generic(backbone, embeddings, tokens, deep_prompts, options)
+    if prefix_groups < 1 or len(tokens) % prefix_groups:
+        raise ValueError(f"{len(tokens)} prompts cannot form {prefix_groups} equal prefix groups")
     prefix = _usable_prefix(prefix_length if options.share_prefix else 0, deep_prompts, tokens)
-    return encode_causal(tower, embeddings, tokens, deep_prompts, prefix, options)
+    return encode_causal(tower, embeddings, tokens, deep_prompts, prefix, options, groups=prefix_groups)
 
 
 def _usable_prefix(prefix_length: int, deep_prompts: Sequence[Tensor] | None, tokens: Tokens) -> int:
@@ -148,8 +154,9 @@ def _block(block, hidden: Tensor, mask: Tensor, prefix_k: Tensor | None, prefix_
            query_at: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One pre-norm CLIP block on [N, S, D] tokens that also attend to a shared prefix.
 
-    ``prefix_k``/``prefix_v`` ([H, P, D/H]) are the prefix's keys and values at this block;
-    they broadcast over the N rows without being copied (the N*S queries are one matrix).
+    ``prefix_k``/``prefix_v`` ([H, G, P, D/H]) are the keys and values of G prefixes at this
+    block, each shared by N/G consecutive rows without being copied (a group's queries are one
+    matrix).
     ``mask`` ([N, S, S], additive) is causal plus padding among the row's own tokens; every
     token sees the whole prefix. ``query_at`` ([N]) keeps one output token per row (the last
     block only needs the pooled one). Returns hidden states and this block's keys/values.
@@ -165,12 +172,13 @@ def _block(block, hidden: Tensor, mask: Tensor, prefix_k: Tensor | None, prefix_
     n, s, d = hidden.shape
     scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale + mask
     if prefix_k is not None:
-        p = prefix_k.shape[1]
-        flat_q = q.reshape(heads, n * s, -1)
-        shared = (torch.matmul(flat_q, prefix_k.transpose(-1, -2)) * attn.scale).view(heads, n, s, p)
+        groups, p = prefix_k.shape[1], prefix_k.shape[2]
+        group_q = q.reshape(heads, groups, (n // groups) * s, -1)
+        shared = (torch.matmul(group_q, prefix_k.transpose(-1, -2)) * attn.scale).view(heads, n, s, p)
         weights = F.softmax(torch.cat([shared, scores], dim=-1), dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(weights[..., p:], v)
-        out = out + torch.matmul(weights[..., :p].reshape(heads, n * s, p), prefix_v).view(heads, n, s, -1)
+        to_prefix = weights[..., :p].reshape(heads, groups, (n // groups) * s, p)
+        out = out + torch.matmul(to_prefix, prefix_v).view(heads, n, s, -1)
     else:
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(weights, v)
@@ -204,7 +212,7 @@ def _replace(hidden: Tensor, prompt: Tensor, offset: int) -> Tensor:
 
 
 def _prefix_states(tower: CausalTextTower, prefix: Tensor, deep_prompts: Sequence[Tensor] | None) -> list[Tensor]:
-    """Keys and values [H, P, D/H] of the shared prefix ([1, P, D]) at every block, once."""
+    """Keys and values [H, G, P, D/H] of the G shared prefixes ([G, P, D]) at every block, once."""
     p = prefix.shape[1]
     hidden = prefix + tower.positions[:p].to(prefix.dtype)
     mask = _additive(torch.ones(p, p, dtype=torch.bool, device=prefix.device).tril()[None], torch.float32)
@@ -213,7 +221,7 @@ def _prefix_states(tower: CausalTextTower, prefix: Tensor, deep_prompts: Sequenc
         if deep_prompts and 0 < index <= len(deep_prompts):
             hidden = _replace(hidden, deep_prompts[index - 1], 0)
         hidden, k, v = _block(block, hidden, mask, None, None)
-        states += [k[:, 0], v[:, 0]]
+        states += [k, v]
     return states
 
 
@@ -247,21 +255,35 @@ def encode_causal(
     deep_prompts: Sequence[Tensor] | None = None,
     prefix_length: int = 0,
     options: TextOptions | None = None,
+    groups: int = 1,
 ) -> Tensor:
-    """CLIP-style text features [N, E] with a shared prefix of ``prefix_length`` tokens.
+    """CLIP-style text features [N, E] with a prefix of ``prefix_length`` tokens shared within
+    each of ``groups`` consecutive, equal groups of rows.
 
     Equal to the tower's plain forward on ``embeddings`` (tested). The last block and the
     final norm run on the pooled end-of-text token only: nothing else reaches the output.
     """
     options = options or current_options()
-    p = prefix_length
-    states = _prefix_states(tower, embeddings[:1, :p], deep_prompts) if p > 0 else []
+    p, per_group = prefix_length, len(tokens) // groups
+    states = _prefix_states(tower, embeddings[::per_group, :p], deep_prompts) if p > 0 else []
     rest, attention_mask = embeddings[:, p:], tokens.attention_mask[:, p:]
     pooled_at = tokens.eot_index - p
     recompute_chunks = torch.is_grad_enabled() and 0 < options.chunk < len(tokens)
     run = functools.partial(_run_rest, tower, options.checkpoint)
     out = []
-    for rows in _chunks(len(tokens), options.chunk):
-        args = (rest[rows], attention_mask[rows], pooled_at[rows], _rows(deep_prompts, rows), p, *states)
+    for rows, group_rows in _group_chunks(groups, per_group, options.chunk):
+        chunk_states = [state[:, group_rows] for state in states]
+        args = (rest[rows], attention_mask[rows], pooled_at[rows], _rows(deep_prompts, rows), p, *chunk_states)
         out.append(_checkpointed(run, *args) if recompute_chunks else run(*args))
     return torch.cat(out)
+
+
+def _group_chunks(groups: int, per_group: int, chunk: int) -> list[tuple[slice, slice]]:
+    """(rows, groups) of each pass: at most ``chunk`` rows (0 = all), never mixing a group's
+    rows with a prefix other than its own. Whole groups go together when they fit in a chunk;
+    a group larger than a chunk is cut inside, every piece with that group's prefix."""
+    if chunk <= 0 or chunk >= per_group:
+        together = max(1, chunk // per_group) if chunk > 0 else groups
+        return [(slice(g.start * per_group, g.stop * per_group), g) for g in _chunks(groups, together)]
+    return [(slice(g * per_group + r.start, g * per_group + r.stop), slice(g, g + 1))
+            for g in range(groups) for r in _chunks(per_group, chunk)]
