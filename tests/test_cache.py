@@ -308,9 +308,14 @@ def test_bench_measurements_run_in_a_child_process(tmp_path):
     naive = bench.measure(bench.Case("epoch", path="naive", image_dir=str(images), **common))
     cached = bench.measure(bench.Case("epoch", path="cached", views=2, image_dir=str(images), **common))
     reference = bench._measure_subprocess(bench.Case("iteration", path="naive", reference_text=True, **common), 300)
-    for result in (naive, cached, reference):
+    cocoop = bench.measure(bench.Case("text", method="cocoop", **common))
+    for result in (naive, cached, reference, cocoop):
         assert "error" not in result, result.get("error")
         assert result["seconds"] > 0 and result["peak_mb"] > 0 and result["prompt_tokens"] >= 2 + 2
     assert naive["images"] == cached["images"] == 6 and naive["steps"] == cached["steps"] == 1  # 6 // 4, last dropped
     assert "cache_build_s" in cached and "cache_build_s" not in naive
     assert bench.describe(reference) == "train iteration, batch 4, reference"
+    assert bench.describe(cocoop) == "CoCoOp text fwd+bwd, 4 images"
+    full = bench.plan()
+    assert [(c.method, c.batch_size, c.classes, c.text) for c in full if c.method == "cocoop"] == [
+        ("cocoop", 4, 100, {"share_prefix": False}), ("cocoop", 4, 100, {"share_prefix": True})]

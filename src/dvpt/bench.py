@@ -11,6 +11,7 @@ Three kinds of case:
   epoch      one 16-shot CoOp epoch from PNG files, naive (image tower every step) or
              cached (K views computed once; their one-off cost is reported apart);
   text       one forward + backward of the text tower over C class prompts (our fast path);
+             for CoCoOp, over the C prompts of each of B images (a prefix shared per image);
   iteration  one training step at the reference shapes: batch 32 of 224x224 images through
              ViT-B/16 (naive) or 32 cached features (cached), the text tower over C prompts, SGD.
 """
@@ -53,6 +54,9 @@ class Case:
     text: dict = field(default_factory=dict)
     #: text cases: run the text tower as the reference code does (77 tokens, plain loop)
     reference_text: bool = False
+    #: text cases: coop (all classes once per step) or cocoop (every class per image, for
+    #: ``batch_size`` images: its context is shifted per image)
+    method: str = "coop"
     image_dir: str | None = None
 
 
@@ -128,7 +132,13 @@ def run_case(case: Case) -> dict:
     device = torch.device(case.device)
     backbone = load_backbone(case.backbone, str(device))
     torch.manual_seed(0)
-    method = CoOp(backbone, class_names(case.classes), ["a photo of a {}."], CoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
+    names, templates = class_names(case.classes), ["a photo of a {}."]
+    if case.method == "cocoop":
+        from .methods.cocoop import CoCoOp, CoCoOpOptions
+
+        method = CoCoOp(backbone, names, templates, CoCoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
+    else:
+        method = CoOp(backbone, names, templates, CoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if case.reference_text:  # the reference trainer's text pass, wherever the method asks for text features
@@ -207,10 +217,20 @@ def _text(case: Case, method, device) -> dict:
 
     learner = method.prompt_learner
     weights = torch.randn(case.classes, method.backbone.embed_dim, device=device)
+    if case.method == "cocoop":  # the text side of a CoCoOp step: C prompts per image
+        from .methods.base import Batch
 
-    def step() -> None:
-        learner.ctx.grad = None
-        (learner().float() * weights).sum().backward()
+        generator = torch.Generator().manual_seed(0)
+        batch = Batch(labels=torch.randint(0, case.classes, (case.batch_size,), generator=generator),
+                      features=torch.randn(case.batch_size, method.backbone.embed_dim, generator=generator)).to(device)
+
+        def step() -> None:
+            method.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(method.logits(batch).float(), batch.labels).backward()
+    else:
+        def step() -> None:
+            learner.ctx.grad = None
+            (learner().float() * weights).sum().backward()
 
     return {"seconds": _timed(step, case.repeats, device)}
 
@@ -358,6 +378,9 @@ def _cases(quick: bool, reference_shapes: bool, device: str, threads: int, image
         cases += [Case("text", "vit-b16-random", 100, threads=threads, device=device, reference_text=True)]
         cases += [Case("text", "vit-b16-random", 1000, threads=threads, device=device, text={"chunk": 100}),
                   Case("text", "vit-b16-random", 1000, threads=threads, device=device, text={"checkpoint": True})]
+        # CoCoOp: 4 images x 100 classes, with and without the prefix shared per image
+        cases += [Case("text", "vit-b16-random", 100, method="cocoop", batch_size=4, n_ctx=4, threads=threads,
+                       device=device, text={"share_prefix": share}) for share in (False, True)]
     return cases
 
 
@@ -383,7 +406,9 @@ def run_plan(cases: Sequence[Case], on_result=None) -> list[dict]:
 
 def describe(result: dict) -> str:
     path = "reference" if result.get("reference_text") and result["kind"] != "text" else result["path"]
-    return {"epoch": f"16-shot CoOp epoch, {path}", "text": "text fwd+bwd",
+    text = (f"CoCoOp text fwd+bwd, {result['batch_size']} images" if result.get("method") == "cocoop"
+            else "text fwd+bwd")
+    return {"epoch": f"16-shot CoOp epoch, {path}", "text": text,
             "iteration": f"train iteration, batch {result['batch_size']}, {path}"}[result["kind"]]
 
 
