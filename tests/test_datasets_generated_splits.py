@@ -81,7 +81,7 @@ def test_malformed_annotation_line_names_file_and_line(tmp_path: Path):
     put_image(ddir / "images" / "Abyssinian_1.jpg", 0)
     (ddir / "annotations").mkdir()
     (ddir / "annotations" / "trainval.txt").write_text("# header\nAbyssinian_1 one 1 1\n")
-    with pytest.raises(DataError, match=r"trainval.txt:1: 'Abyssinian_1 one 1 1' is not"):
+    with pytest.raises(DataError, match=r"trainval.txt:2: 'Abyssinian_1 one 1 1' is not"):
         load("oxford_pets", tmp_path)
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ...errors import DataError
 from .coop_common import DOCS, SPLIT_SEED, camel_to_words
 
 Entry = list[Any]  # [relative image path, label, class name]
-Generator = Callable[[Path, Path], dict]
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -58,11 +57,13 @@ def split_object(train: list[Entry], val: list[Entry], test: list[Entry]) -> dic
     return {"train": train, "val": val, "test": test}
 
 
-def read_lines(path: Path, what: str, fix: str) -> list[str]:
-    """Non-empty, non-comment lines of an annotation file; a missing file says what to get."""
+def read_lines(path: Path, what: str, fix: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty, non-comment lines of an annotation file;
+    a missing file says what to get."""
     if not path.is_file():
         raise DataError(f"{path}: missing ({what}), needed to generate the split; {fix}")
-    return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [(number, line.strip()) for number, line in enumerate(lines, 1)
             if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -106,7 +107,7 @@ def pets(dataset_dir: Path, image_dir: Path) -> dict:
     def read(name: str) -> list[Entry]:
         path = dataset_dir / "annotations" / name
         out = []
-        for number, line in enumerate(read_lines(path, "the Pets annotation list", PETS_FIX), 1):
+        for number, line in read_lines(path, "the Pets annotation list", PETS_FIX):
             parts = line.split()
             if len(parts) != 4 or not parts[1].isdigit() or "_" not in parts[0]:
                 raise malformed(path, number, line, "'<image> <class id> <species> <breed id>'")
@@ -189,7 +190,7 @@ def sun397(dataset_dir: Path, image_dir: Path) -> dict:
     """``ClassName.txt`` (``/a/abbey``, ``/b/balcony/interior``, ...) gives the labels;
     ``Training_01.txt`` / ``Testing_01.txt`` list ``/a/abbey/sun_x.jpg``. The name drops the
     letter folder and puts a qualifier first ("interior balcony")."""
-    classes = [line.lstrip("/") for line in read_lines(dataset_dir / "ClassName.txt", "SUN397's class list", SUN_FIX)]
+    classes = [line.lstrip("/") for _, line in read_lines(dataset_dir / "ClassName.txt", "SUN397's class list", SUN_FIX)]
     labels = {c: i for i, c in enumerate(classes)}
 
     def name(folder: str) -> str:
@@ -198,7 +199,7 @@ def sun397(dataset_dir: Path, image_dir: Path) -> dict:
     def read(list_name: str) -> list[Entry]:
         path = dataset_dir / list_name
         out = []
-        for number, line in enumerate(read_lines(path, "a SUN397 partition list", SUN_FIX), 1):
+        for number, line in read_lines(path, "a SUN397 partition list", SUN_FIX):
             relative = line.lstrip("/")
             folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
             if folder not in labels:
@@ -220,7 +221,7 @@ def ucf101(dataset_dir: Path, image_dir: Path) -> dict:
     lists = dataset_dir / "ucfTrainTestlist"
     labels: dict[str, int] = {}
     class_file = lists / "classInd.txt"
-    for number, line in enumerate(read_lines(class_file, "UCF101's class index", UCF_FIX), 1):
+    for number, line in read_lines(class_file, "UCF101's class index", UCF_FIX):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise malformed(class_file, number, line, "'<class id> <ActionName>'")
@@ -229,7 +230,7 @@ def ucf101(dataset_dir: Path, image_dir: Path) -> dict:
     def read(list_name: str) -> list[Entry]:
         path = lists / list_name
         out = []
-        for number, line in enumerate(read_lines(path, "a UCF101 split list", UCF_FIX), 1):
+        for number, line in read_lines(path, "a UCF101 split list", UCF_FIX):
             video = line.split()[0]
             action, _, filename = video.partition("/")
             if action not in labels or not filename:
