@@ -182,8 +182,8 @@ def test_precision_choice_never_fp16_on_cpu():
         resolve_precision("fp16", cpu)
 
 
-@pytest.mark.parametrize("chunk", [0, 2, 7, 10])  # all; inside a group; one group; two groups
-def test_cocoop_prefix_per_image_is_exact(backbone, chunk, monkeypatch):
+@pytest.mark.parametrize("chunk, checkpoint", [(0, False), (2, False), (7, False), (10, False), (2, True)])
+def test_cocoop_prefix_per_image_is_exact(backbone, chunk, checkpoint, monkeypatch):
     """CoCoOp's context is shifted per image: [start] + (v + pi(x)) is a prefix shared by the
     C prompts of one image. Sharing it per image gives the same logits and gradients as
     encoding every prompt whole, in any chunking."""
@@ -203,7 +203,7 @@ def test_cocoop_prefix_per_image_is_exact(backbone, chunk, monkeypatch):
 
     with te.text_options(share_prefix=False):
         ref, ref_grads = logits_and_grads()
-    with te.text_options(chunk=chunk):
+    with te.text_options(chunk=chunk, checkpoint=checkpoint):  # chunks: all; inside a group; 1; 2 groups
         out, grads = logits_and_grads()
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     for got, want in zip(grads, ref_grads):
