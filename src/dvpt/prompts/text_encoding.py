@@ -9,8 +9,9 @@ features and gradients, to floating-point tolerance; pinned by ``tests/test_text
    a causal or masked tower never lets padding reach the pooled token.
 2. Shared prefix. In a causal tower (CLIP) the hidden states of the leading tokens that every
    prompt shares (start token + shared context vectors) cannot depend on what follows, so
-   they are computed once, as a batch of one; each prompt's own tokens then attend to the
-   prefix's keys and values (a KV-cache split). With 16 context tokens and short class names
+   they are computed once, as a batch of one (CoCoOp: one per image, whose shifted context
+   all its class prompts share); each prompt's own tokens then attend to the prefix's keys
+   and values (a KV-cache split). With 16 context tokens and short class names
    this removes two thirds of the tokens.
 3. Chunks. ``chunk`` classes go through at a time. While gradients are recorded, each chunk
    is recomputed during backward (``torch.utils.checkpoint``), so the peak activation memory
