@@ -215,19 +215,16 @@ def _epoch(case: Case, backbone, method, device) -> dict:
 def _text(case: Case, method, device) -> dict:
     import torch
 
-    learner = method.prompt_learner
-    weights = torch.randn(case.classes, method.backbone.embed_dim, device=device)
     if case.method == "cocoop":  # the text side of a CoCoOp step: C prompts per image
-        from .methods.base import Batch
-
-        generator = torch.Generator().manual_seed(0)
-        batch = Batch(labels=torch.randint(0, case.classes, (case.batch_size,), generator=generator),
-                      features=torch.randn(case.batch_size, method.backbone.embed_dim, generator=generator)).to(device)
+        batch = _synthetic_batch(case, method.backbone, device, images=False)
 
         def step() -> None:
             method.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(method.logits(batch).float(), batch.labels).backward()
     else:
+        learner = method.prompt_learner
+        weights = torch.randn(case.classes, method.backbone.embed_dim, device=device)
+
         def step() -> None:
             learner.ctx.grad = None
             (learner().float() * weights).sum().backward()
@@ -254,20 +251,28 @@ def _padded_77(learner):
     return run
 
 
-def _iteration(case: Case, backbone, method, device) -> dict:
+def _synthetic_batch(case: Case, backbone, device, images: bool):
+    """A seeded batch of ``case.batch_size`` labels with random images (the naive path) or
+    random half-precision features (what the cache hands the method)."""
     import torch
 
-    from .engine.device import grad_scaler
     from .methods.base import Batch
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, case.classes, (case.batch_size,), generator=generator)
-    if case.path == "naive":
-        images = torch.randn(case.batch_size, 3, backbone.image_size, backbone.image_size, generator=generator)
-        batch = Batch(labels=labels, images=images).to(device)
-    else:  # what the cache hands the method: stored half-precision features
-        features = torch.randn(case.batch_size, backbone.embed_dim, generator=generator).half()
-        batch = Batch(labels=labels, features=features).to(device)
+    if images:
+        pixels = torch.randn(case.batch_size, 3, backbone.image_size, backbone.image_size, generator=generator)
+        return Batch(labels=labels, images=pixels).to(device)
+    features = torch.randn(case.batch_size, backbone.embed_dim, generator=generator).half()
+    return Batch(labels=labels, features=features).to(device)
+
+
+def _iteration(case: Case, backbone, method, device) -> dict:
+    import torch
+
+    from .engine.device import grad_scaler
+
+    batch = _synthetic_batch(case, backbone, device, images=case.path == "naive")
     optimizer = torch.optim.SGD(method.parameters(), lr=0.002, momentum=0.9)
     scaler = grad_scaler(device, case.precision)
     method.train()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import DataError
-from .coop_common import DOCS, SPLIT_SEED, camel_to_words
+from .coop_common import DOCS, SPLIT_SEED, camel_to_words, shuffled_cut
 
 Entry = list[Any]  # [relative image path, label, class name]
 
@@ -142,11 +142,9 @@ def flowers(dataset_dir: Path, image_dir: Path, p_train: float = 0.5, p_val: flo
     for label, files in by_class.items():
         if str(label) not in names:
             raise DataError(f"{names_path}: no name for label {label}; use the cat_to_name.json of CoOp's DATASETS.md")
-        rng.shuffle(files)
-        n_train, n_val = round(len(files) * p_train), round(len(files) * p_val)
-        if min(n_train, n_val, len(files) - n_train - n_val) < 1:
+        cut = shuffled_cut(files, rng, p_train, p_val)
+        if not all(cut.values()):
             raise DataError(f"{dataset_dir / 'imagelabels.mat'}: label {label} has {len(files)} image(s), too few to split")
-        cut = {"train": files[:n_train], "val": files[n_train:n_train + n_val], "test": files[n_train + n_val:]}
         for split, chosen in cut.items():
             obj[split] += [[f, label - 1, names[str(label)]] for f in chosen]
     return obj

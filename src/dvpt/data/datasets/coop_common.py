@@ -170,18 +170,25 @@ def split_class_folders(image_dir: Path, seed: int = SPLIT_SEED, p_train: float 
     for label, category in enumerate(categories):
         files = [f for f in listdir_visible(image_dir / category, dirs=False)
                  if extensions is None or Path(f).suffix.lower() in extensions]
-        rng.shuffle(files)
-        n_train, n_val = round(len(files) * p_train), round(len(files) * p_val)
-        if n_train < 1 or len(files) - n_train - n_val < 1:
+        cut = shuffled_cut(files, rng, p_train, p_val)
+        if not cut["train"] or not cut["test"]:
             raise DataError(
                 f"{image_dir / category}: {len(files)} image(s); a class needs enough images for at "
                 "least one train and one test image (add images or remove the folder)"
             )
         name = (rename or {}).get(category, category)
-        cut = {"train": files[:n_train], "val": files[n_train:n_train + n_val], "test": files[n_train + n_val:]}
         for split, names in cut.items():
             obj[split].extend([f"{category}/{f}", label, name] for f in names)
     return obj
+
+
+def shuffled_cut(items: Sequence[Any], rng: random.Random, p_train: float, p_val: float) -> dict[str, list]:
+    """One class's items shuffled, then round(n*p_train) train, round(n*p_val) val and the
+    rest test (CoOp's per-class split)."""
+    items = list(items)
+    rng.shuffle(items)
+    n_train, n_val = round(len(items) * p_train), round(len(items) * p_val)
+    return {"train": items[:n_train], "val": items[n_train:n_train + n_val], "test": items[n_train + n_val:]}
 
 
 def split_fingerprint(obj: Any) -> str:
