@@ -23,6 +23,7 @@ from .engine.io import write_json, write_text
 from .engine.runner import run_training
 from .engine.session import Session
 from .errors import ConfigError
+from .report.stats import harmonic_mean
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +158,6 @@ def run_plan(plan: Plan) -> list[dict[str, Any]]:
 
 
 # ---- the table -------------------------------------------------------------------------
-def harmonic_mean(base: float, novel: float) -> float:
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
-
-
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample std (ddof=1, as CoOp's parse script); 0 spread for one value."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

@@ -26,7 +26,7 @@ from .config.schema import RunConfig
 from .data.loading import open_image
 from .engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, read_learnable_metadata
 from .engine.device import autocast, resolve_device
-from .errors import ConfigError, DvptError
+from .errors import DvptError
 from .methods import get_method
 from .methods.base import Batch, PromptMethod
 from .prompt_file import PromptFileError, PromptMeta, read_prompt_file, write_prompt_file
@@ -212,19 +212,6 @@ def load_state(method: PromptMethod, tensors: dict[str, Tensor], path: str | Pat
 
 
 # ---- exporting --------------------------------------------------------------------------
-def read_run_config(run_dir: Path) -> RunConfig:
-    """The resolved config a run folder was trained with."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise DvptError(f"{run_dir} is not a dvpt run folder (no config.yaml); pass the folder `dvpt train -o` wrote")
-    try:
-        return from_dict(RunConfig, yaml.safe_load(path.read_text()) or {})
-    except (yaml.YAMLError, ConfigError) as exc:
-        raise DvptError(f"{path} cannot be read as a run config: {exc}") from None
-
-
 def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Trained class names and templates: from the checkpoint, else from the run's first evaluation."""
     from .data.templates import dataset_templates
@@ -243,22 +230,21 @@ def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str
 def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False) -> Path:
     """Rebuild a run's method from its config and checkpoint, and write a ``.dvpt`` file."""
     from . import __version__
+    from .engine.restore import load_run_config
     from .engine.session import Session
 
     run_dir = Path(run_dir)
-    cfg = dataclasses.replace(read_run_config(run_dir), device="cpu", precision="fp32", threads=None)
+    cfg = dataclasses.replace(load_run_config(run_dir), device="cpu", precision="fp32", threads=None)
     ckpt = run_dir / "checkpoint" / LEARNABLE
     session = Session(cfg)
     ckpt_meta = read_learnable_metadata(ckpt) if ckpt.is_file() else {}
     classnames, templates = _run_classnames_templates(run_dir, cfg, ckpt_meta)
     method = session.build_method(classnames, templates)
-    if method.state_dict() or ckpt.is_file():
-        if not ckpt.is_file():
-            raise DvptError(
-                f"{run_dir} has no checkpoint ({ckpt}); train it (dvpt train -o {run_dir}) before exporting"
-            )
+    if ckpt.is_file():
         _check_finished(run_dir, partial)
         load_learnable(method, ckpt)
+    elif method.state_dict():
+        raise DvptError(f"{run_dir} has no checkpoint ({ckpt}); train it (dvpt train -o {run_dir}) before exporting")
     backbone = session.backbone
     meta = PromptMeta(
         method=cfg.method,

@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         warn_skipped(path, reason)
     prompt = load_prompt(args.prompt, backbone=args.backbone, device=args.device,
                          check_backbone=not args.allow_backbone_mismatch)
+    prompt.batch_size = args.batch_size  # images per forward pass, as --batch-size says
     names = prompt.use_classes(classes)
     show = any(Path(p).is_dir() for p in args.images)
     results, skipped = predict_paths(prompt, paths, names, args.batch_size, show)

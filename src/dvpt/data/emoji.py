@@ -351,11 +351,6 @@ def render(glyphs: Tensor, params: dict[str, Tensor], size: int = 64, line: Tens
     return images
 
 
-def add_noise(images: Tensor, params: dict[str, Tensor], generator: torch.Generator) -> Tensor:
-    noise = torch.randn(images.shape, generator=generator) * params["noise"][:, None, None, None]
-    return (images + noise).clamp(0, 1)
-
-
 def to_uint8(images: Tensor) -> Tensor:
     return (images * 255).round().clamp(0, 255).to(torch.uint8)
 

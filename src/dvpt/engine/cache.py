@@ -69,7 +69,6 @@ class FeatureStore:
     precision: str = "fp32"
     batch_size: int = 100
     cache_dir: str | Path | None = None
-    num_workers: int = 0
     _memory: dict[str, torch.Tensor] = field(default_factory=dict)
     #: how many feature sets went through the image tower (tests count this)
     encoder_passes: int = 0
@@ -82,7 +81,7 @@ class FeatureStore:
         fields = self._fields("eval", items, transform)
         return self._get(fields, lambda: encode_items(
             self.backbone, items, transform, batch_size=self.batch_size, precision=self.precision,
-            desc="encode eval images", num_workers=self.num_workers,
+            desc="encode eval images",
         ))
 
     def train_views(self, items: Sequence[Datum], views: int, seed: int,

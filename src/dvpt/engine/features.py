@@ -122,15 +122,18 @@ def cached_view_features(
 
     Views are copied into one preallocated tensor, not stacked: ``torch.stack`` of float16
     tensors fails under a CPU bf16 autocast a caller may have open."""
-    out: torch.Tensor | None = None
-    for view in range(views):
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+
+    def view_features(view: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 7919 + view)
-            feats = encode_items(backbone, items, transform, batch_size=batch_size, precision=precision,
-                                 desc=f"cache view {view + 1}/{views}")
-        if out is None:
-            out = torch.empty((views, *feats.shape), dtype=torch.float16, device=feats.device)
-        out[view] = feats
-    if out is None:
-        raise ValueError(f"views must be >= 1, got {views}")
+            return encode_items(backbone, items, transform, batch_size=batch_size, precision=precision,
+                                desc=f"cache view {view + 1}/{views}")
+
+    first = view_features(0)
+    out = torch.empty((views, *first.shape), dtype=torch.float16, device=first.device)
+    out[0] = first
+    for view in range(1, views):
+        out[view] = view_features(view)
     return out

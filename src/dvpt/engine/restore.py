@@ -7,7 +7,7 @@ import yaml
 
 from ..config.loader import from_dict
 from ..config.schema import RunConfig
-from ..errors import DvptError
+from ..errors import ConfigError, DvptError
 from ..methods.base import PromptMethod
 from .checkpoint import LEARNABLE, load_learnable, read_learnable_metadata
 from .rundir import CONFIG
@@ -15,10 +15,14 @@ from .session import Session
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run folder was trained with."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise DvptError(f"{run_dir} is not a dvpt run folder (no {CONFIG}); pass the --output of `dvpt train`")
-    return from_dict(RunConfig, yaml.safe_load(path.read_text()))
+    try:
+        return from_dict(RunConfig, yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise DvptError(f"{path} cannot be read as a run config: {exc}") from None
 
 
 def restore_method(run_dir: str | Path, session: Session | None = None) -> tuple[Session, PromptMethod, dict]:

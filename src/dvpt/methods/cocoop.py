@@ -87,8 +87,8 @@ class CoCoOp(PromptMethod):
         embeddings = torch.cat([prefix, ctx, suffix], dim=2).flatten(0, 1)  # [b*C, L, D]
         tokens = Tokens(learner.tokens.ids.repeat(n_images, 1), learner.tokens.attention_mask.repeat(n_images, 1))
         # [start] + (v + pi(x)) is the same for the C prompts of one image: a prefix per image
-        prefix = 1 + learner.n_ctx if learner.ctx.dim() == 2 else 1
-        text = encode_prompts(self.backbone, embeddings, tokens, prefix_length=prefix, prefix_groups=n_images)
+        text = encode_prompts(self.backbone, embeddings, tokens, prefix_length=learner.shared_prefix_length,
+                              prefix_groups=n_images)
         text = F.normalize(text.float(), dim=-1)
         text = text.view(n_images, n_classes, -1)
         return self.logit_scale * torch.einsum("be,bce->bc", feats, text)

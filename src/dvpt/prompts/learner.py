@@ -93,10 +93,15 @@ class PromptLearner(nn.Module):
         suffix = self.token_suffix.to(ctx.dtype)
         return torch.cat([prefix, ctx, suffix], dim=1)
 
+    @property
+    def shared_prefix_length(self) -> int:
+        """Leading tokens that are one tensor for every class prompt: [start] + the context
+        when it is shared, [start] alone when it is class-specific."""
+        return 1 + self.n_ctx if self.ctx.dim() == 2 else 1
+
     def forward(self, ctx: Tensor | None = None, deep_prompts: Sequence[Tensor] | None = None) -> Tensor:
         """Text features [C, E] (un-normalised) of the prompts."""
-        # [start] + shared context is one tensor broadcast to every class: a shared prefix
-        shared = ctx is None and self.ctx.dim() == 2
-        prefix = 1 + self.n_ctx if shared else 1
+        # a ``ctx`` passed in may differ per class (e.g. shifted per class): only [start] is shared
+        prefix = self.shared_prefix_length if ctx is None else 1
         return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts, prefix_length=prefix)
 
