@@ -30,9 +30,9 @@ from torch import Tensor
 from ..backbones.base import Backbone
 from ..errors import ConfigError
 from ..prompts.handcrafted import handcrafted_features
-from ..prompts.learner import PromptLearner
 from ..prompts.visual_aug import ProtoShift, same_class_mixup, virtual_classes
-from .base import Batch, PromptMethod, cross_entropy_terms, register_method
+from .base import Batch, cross_entropy_terms, register_method
+from .coop import CoOp, CoOpOptions
 from .mi import iic_mutual_information, infonce_loss, infonce_mi_bound
 from .zeroshot import select_templates
 
@@ -46,11 +46,8 @@ CHOICES = {
 
 
 @dataclass
-class DVPTOptions:
-    # soft view (CoOp)
-    n_ctx: int = 4
-    ctx_init: str = "a photo of a"
-    class_specific: bool = False
+class DVPTOptions(CoOpOptions):
+    # soft view: CoOp's options (n_ctx, ctx_init, class_specific)
     # hand-crafted view
     handcrafted: str = "dataset"  # dataset | ensemble
     # mutual information between the views
@@ -87,17 +84,14 @@ def check_options(options: DVPTOptions) -> None:
 
 
 @register_method
-class DVPT(PromptMethod):
+class DVPT(CoOp):
     name = "dvpt"
     Options = DVPTOptions
     summary = "dual-view MI prompt tuning with class-wise visual augmentation (this package's method)"
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
         check_options(options)
-        super().__init__(backbone, classnames, templates, options)
-        self.prompt_learner = PromptLearner(
-            backbone, classnames, options.n_ctx, options.ctx_init or None, options.class_specific
-        )
+        super().__init__(backbone, classnames, templates, options)  # CoOp's prompt learner
         self.proto = None
         if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first
             self.proto = ProtoShift(backbone.embed_dim, backbone.text_width, classnames, options.proto_hidden)
@@ -105,10 +99,6 @@ class DVPT(PromptMethod):
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
         self._seed = torch.initial_seed()
         self._rng: tuple[int, torch.Generator] | None = None
-
-    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        super().set_classnames(classnames, templates)
-        self.prompt_learner.set_classnames(classnames)
 
     # ---- the two views -----------------------------------------------------------------
     def hand_features(self) -> Tensor:
@@ -119,7 +109,7 @@ class DVPT(PromptMethod):
     def soft_features(self, shift: Tensor | None = None) -> Tensor:
         """t^s [C, E]: the soft view, context shifted per class by ``shift`` [C, D]."""
         if shift is None:  # CoOp's own call: the learner may share the context prefix across classes
-            return F.normalize(self.prompt_learner().float(), dim=-1)
+            return super().classifier()
         ctx = self.prompt_learner.context(shift.to(self.prompt_learner.ctx.dtype))
         return F.normalize(self.prompt_learner(ctx).float(), dim=-1)
 
