@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def cases(classes: list[int], precisions: list[str], repeats: int) -> list:
-    from dvpt.bench import Case
+    from dvpt.experiments.bench import Case
 
     out = []
     for precision in precisions:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
               "run it on a machine with an NVIDIA GPU and a CUDA build of torch, or use "
               "`dvpt bench --reference-shapes` for the CPU figures", file=sys.stderr)
         return 2
-    from dvpt import bench
+    from dvpt.experiments import bench
     from dvpt.engine.io import write_json
 
     precisions = [p for p in args.precisions.split(",") if p]

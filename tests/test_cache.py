@@ -221,7 +221,7 @@ def test_session_text_options_from_config(tmp_path):
 
 # ---- dvpt bench's report (no timing here: fixed numbers in, text out) ---------------------------
 def test_bench_report_and_speedup():
-    from dvpt import bench
+    from dvpt.experiments import bench
 
     names = bench.class_names(1000)
     assert len(set(names)) == 1000 and all(len(n) == 5 for n in names)
@@ -249,7 +249,7 @@ def test_bench_report_and_speedup():
 
 
 def test_bench_reference_ratios_side_by_side():
-    from dvpt import bench
+    from dvpt.experiments import bench
 
     common = {"backbone": "vit-b16-random", "kind": "iteration", "batch_size": 32}
     results = [
@@ -266,7 +266,7 @@ def test_bench_reference_ratios_side_by_side():
 
 def test_bench_reference_text_pass_equals_the_fast_path(tiny):
     """The emulated reference trainer computes the same text features (77 tokens, no sharing)."""
-    from dvpt import bench
+    from dvpt.experiments import bench
     from dvpt.methods.coop import CoOp, CoOpOptions
 
     torch.manual_seed(0)
@@ -301,7 +301,7 @@ def test_bench_measurements_run_in_a_child_process(tmp_path):
     """The code paths behind `dvpt bench` and the GPU script, on tiny inputs: a forked child
     (epoch, naive and cached) and a fresh interpreter (the reference iteration). Only the
     structure is checked; the seconds are whatever they are."""
-    from dvpt import bench
+    from dvpt.experiments import bench
 
     images = bench.write_images(tmp_path / "imgs", classes=3, shots=2, size=32)
     common = dict(backbone="tiny-random", classes=3, shots=2, batch_size=4, n_ctx=2, threads=1, repeats=1)

@@ -37,15 +37,15 @@ def test_demo_quick_produces_the_table(tmp_path, capsys):
 
 
 def test_offline_budget_is_one_recipe_everywhere():
-    """demo, ablation and the offline sweep train under the same budget (configs/offline.yaml)."""
-    from dvpt.ablation import BUDGET, Plan, row_config, ABLATION
-    from dvpt.config.loader import CONFIG_DIR, read_yaml
-    from dvpt.demo import load_plan, run_config
+    """demo, ablation and the offline sweep train under the same budget (presets/offline.yaml)."""
+    from dvpt.experiments.ablation import BUDGET, Plan, row_config, ABLATION
+    from dvpt.config.loader import PRESET_DIR, read_yaml
+    from dvpt.experiments.demo import load_plan, run_config
 
-    budget = read_yaml(CONFIG_DIR / "offline.yaml")
-    sweep = read_yaml(CONFIG_DIR / "sweeps" / "offline_base2novel.yaml")
+    budget = read_yaml(PRESET_DIR / "offline.yaml")
+    sweep = read_yaml(PRESET_DIR / "sweeps" / "offline_base2novel.yaml")
     assert sweep["overrides"]["optim"] == budget["optim"]
-    assert BUDGET == CONFIG_DIR / "offline.yaml"
+    assert BUDGET == PRESET_DIR / "offline.yaml"
     plan = load_plan()
     from pathlib import Path
 

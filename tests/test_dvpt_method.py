@@ -298,7 +298,7 @@ def test_cli_train_dvpt_on_micro(colour_root, tmp_path):
 
 # ---- the ablation ------------------------------------------------------------------------
 def test_ablation_summary_means_spreads_and_average_hm():
-    from dvpt.ablation import summarise
+    from dvpt.experiments.ablation import summarise
 
     records = [
         {"row": "r", "dataset": "a", "seed": 1, "base": 80.0, "novel": 60.0, "hm": 2 * 80 * 60 / 140},

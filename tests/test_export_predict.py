@@ -17,14 +17,14 @@ import torch.nn.functional as F
 import dvpt
 from conftest import make_colour_folder
 from dvpt.backbones.hf_clip import HFCLIPBackbone
-from dvpt.api import export_prompt
+from dvpt.inference.api import export_prompt
 from dvpt.cli import main
 from dvpt.config import build_config
 from dvpt.engine.evaluate import accuracy_from_logits
 from dvpt.engine.runner import run_training
 from dvpt.engine.session import Session
 from dvpt.errors import DvptError
-from dvpt.prompt_file import FORMAT_VERSION, PromptFileError, read_prompt_file, write_prompt_file
+from dvpt.inference.prompt_file import FORMAT_VERSION, PromptFileError, read_prompt_file, write_prompt_file
 from dvpt.registry import BACKBONES, METHODS
 
 COLOURS4 = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 20)}
@@ -120,8 +120,12 @@ def test_api_accepts_pil_images_and_transformed_tensors(b2n: TrainedRun) -> None
     prompt = dvpt.load_prompt(b2n.prompt_path, device="cpu")
     pil = [Image.open(d.path) for d in items[:3]]
     batch = torch.stack([prompt.backbone.eval_transform()(im.convert("RGB")) for im in pil])
-    assert torch.equal(prompt.logits(pil), run_logits[:3])
-    assert torch.equal(prompt.logits(batch), run_logits[:3])
+    by_path = prompt.logits([d.path for d in items[:3]])
+    # the same batch size runs the same kernels: PIL images and tensors equal paths bit for bit
+    assert torch.equal(prompt.logits(pil), by_path)
+    assert torch.equal(prompt.logits(batch), by_path)
+    # a batch of 3 against the run's full batch: another matmul blocking on some CPUs
+    assert torch.allclose(by_path, run_logits[:3], atol=1e-5, rtol=0)
     # a batch of one takes another matmul kernel: equal up to float32 rounding, not bit for bit
     assert torch.allclose(prompt.logits(items[0].path), run_logits[:1], atol=1e-5, rtol=0)
 
@@ -228,7 +232,8 @@ def test_unreadable_images_are_reported_and_skipped(b2n: TrainedRun, tmp_path: P
         assert str(path) in err
     assert "Traceback" not in err
     got = {r["path"]: r["logits"] for r in doc["images"]}
-    assert torch.equal(torch.tensor([got[str(p)] for p in good]), run_logits[:3])
+    # 3 images against the run's full batch: another matmul blocking on some CPUs
+    assert torch.allclose(torch.tensor([got[str(p)] for p in good]), run_logits[:3], atol=1e-5, rtol=0)
 
 
 def test_all_images_unreadable_is_one_error(b2n: TrainedRun, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dvpt.methods.mi import iic_mutual_information, infonce_loss, infonce_mi_bound, joint_distribution
+from dvpt.losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound, joint_distribution
 
 
 def manual_infonce(a: torch.Tensor, b: torch.Tensor, tau: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import TunedPrompt
+    from .inference.api import TunedPrompt
 
 __version__ = "0.1.0"
 
@@ -12,8 +12,8 @@ __all__ = ["__version__", "load_prompt"]
 
 
 def load_prompt(*args: Any, **kwargs: Any) -> "TunedPrompt":
-    """Load a ``.dvpt`` prompt file (see ``dvpt.api.load_prompt``); imported lazily so that
+    """Load a ``.dvpt`` prompt file (see ``dvpt.inference.api.load_prompt``); imported lazily so that
     ``import dvpt`` stays light."""
-    from .api import load_prompt as _load_prompt
+    from .inference.api import load_prompt as _load_prompt
 
     return _load_prompt(*args, **kwargs)

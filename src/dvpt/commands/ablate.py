@@ -22,7 +22,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ablation import Plan, run_plan, select_rows, write_outputs
+    from ..experiments.ablation import Plan, run_plan, select_rows, write_outputs
 
     plan = Plan(rows=select_rows(args.spec, args.rows), datasets=args.datasets, seeds=args.seeds,
                 output=Path(args.output), backbone=args.backbone, overrides=args.overrides, threads=args.threads)

@@ -7,7 +7,7 @@ import sys
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import bench
+    from ..experiments import bench
     from ..engine.device import resolve_device, resolve_precision
     from ..engine.io import write_json
 

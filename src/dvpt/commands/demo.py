@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import load_plan, run_demo, write_outputs
+    from ..experiments.demo import load_plan, run_demo, write_outputs
 
     plan = load_plan(quick=args.quick, datasets=args.datasets, methods=args.methods, seeds=args.seeds,
                      backbone=args.backbone)

@@ -2,7 +2,7 @@
 
 The file holds the method's learnable tensors and, in its header, what is needed to use them
 without the run folder or the dataset: method and options, backbone and its identity hash,
-class names, templates (see ``dvpt.prompt_file``). ``dvpt predict`` and ``dvpt.load_prompt``
+class names, templates (see ``dvpt.inference.prompt_file``). ``dvpt predict`` and ``dvpt.load_prompt``
 read it.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import export_prompt
-    from ..prompt_file import SUFFIX, read_prompt_file
+    from ..inference.api import export_prompt
+    from ..inference.prompt_file import SUFFIX, read_prompt_file
 
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else Path(run_dir.resolve().name + SUFFIX)

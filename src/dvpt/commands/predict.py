@@ -150,7 +150,7 @@ def write_table(out, names: list[str], results: list[Prediction], k: int) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import load_prompt
+    from ..inference.api import load_prompt
 
     if args.top_k < 1:
         raise DvptError(f"--top-k must be at least 1, got {args.top_k}")

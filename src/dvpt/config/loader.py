@@ -12,7 +12,7 @@ import yaml
 from ..errors import ConfigError
 from .schema import RunConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -121,7 +121,7 @@ def parse_override(text: str) -> dict:
 
 
 def method_preset(method: str) -> dict:
-    path = CONFIG_DIR / "methods" / f"{method}.yaml"
+    path = PRESET_DIR / "methods" / f"{method}.yaml"
     return read_yaml(path) if path.is_file() else {}
 
 

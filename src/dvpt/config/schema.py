@@ -1,7 +1,7 @@
 """The run configuration as validated data.
 
 Layers, each overriding the one before: dataclass defaults < method preset
-(``configs/methods/<method>.yaml``) < run files (``--config``) < command-line flags <
+(``presets/methods/<method>.yaml``) < run files (``--config``) < command-line flags <
 ``--set key.path=value``. Unknown keys and wrong types are errors that name the key. The
 resolved config is written into every run folder and checkpoint.
 """

@@ -33,7 +33,7 @@ from ..prompts.handcrafted import handcrafted_features
 from ..prompts.visual_aug import ProtoShift, same_class_mixup, virtual_classes
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
-from .mi import iic_mutual_information, infonce_loss, infonce_mi_bound
+from ..losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound
 from .zeroshot import select_templates
 
 CHOICES = {

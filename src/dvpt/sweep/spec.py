@@ -193,9 +193,9 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def shipped_specs() -> dict[str, Path]:
-    from ..config.loader import CONFIG_DIR
+    from ..config.loader import PRESET_DIR
 
-    return {p.stem: p for p in sorted((CONFIG_DIR / "sweeps").glob("*.yaml"))}
+    return {p.stem: p for p in sorted((PRESET_DIR / "sweeps").glob("*.yaml"))}
 
 
 def resolve_spec_path(path: str | Path) -> Path:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config.loader import CONFIG_DIR, build_config, method_preset, read_yaml
-from .engine import io
-from .engine.progress import progress
-from .engine.runner import run_training
-from .errors import ConfigError
-from .methods import METHODS
+from ..config.loader import PRESET_DIR, build_config, method_preset, read_yaml
+from ..engine import io
+from ..engine.progress import progress
+from ..engine.runner import run_training
+from ..errors import ConfigError
+from ..methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,13 @@ class DemoPlan:
     seeds: list[int]
     datasets: list[str]
     methods: list[str]
-    #: ``key.path=value`` overrides every run gets on top of configs/offline.yaml
+    #: ``key.path=value`` overrides every run gets on top of presets/offline.yaml
     budget: list[str]
 
 
 def load_plan(quick: bool = False, datasets: Sequence[str] | None = None, methods: Sequence[str] | None = None,
               seeds: Sequence[int] | None = None, backbone: str | None = None) -> DemoPlan:
-    spec = read_yaml(CONFIG_DIR / "demo.yaml")
+    spec = read_yaml(PRESET_DIR / "demo.yaml")
     if quick:
         spec = {**spec, **spec.get("quick", {})}
     wanted = list(methods or spec["methods"])
@@ -63,7 +63,7 @@ def run_config(plan: DemoPlan, method: str, dataset: str, seed: int, output: Pat
     flags = {"backbone": plan.backbone, "protocol": "base2novel", "seed": seed,
              "data": {"dataset": dataset, "shots": plan.shots},
              "cache": {"dir": str(output / "feature-cache")}}
-    return build_config(method=method, files=[str(CONFIG_DIR / "offline.yaml")], flags=flags,
+    return build_config(method=method, files=[str(PRESET_DIR / "offline.yaml")], flags=flags,
                         overrides=[*plan.budget, *overrides])
 
 
@@ -88,9 +88,9 @@ def run_demo(plan: DemoPlan, output: Path, overrides: Sequence[str] = ()) -> lis
 
 def write_outputs(records: list[dict[str, Any]], output: Path, plan: DemoPlan, command: str) -> str:
     """results.json, results.md and results.png; returns the markdown table."""
-    from .report.plots import hm_bar
-    from .report.render import markdown
-    from .report.tables import base2novel_table
+    from ..report.plots import hm_bar
+    from ..report.render import markdown
+    from ..report.tables import base2novel_table
 
     io.write_json(output / "results.json", records)
     table = base2novel_table(records, title=f"Base-to-novel on the emoji benchmark ({plan.backbone}, "

@@ -20,17 +20,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .backbones import Backbone, load_backbone
-from .config.loader import from_dict
-from .config.schema import RunConfig
-from .data.loading import open_image
-from .engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, read_learnable_metadata
-from .engine.device import autocast, resolve_device
-from .errors import DvptError
-from .methods import get_method
-from .methods.base import Batch, PromptMethod
+from ..backbones import Backbone, load_backbone
+from ..config.loader import from_dict
+from ..config.schema import RunConfig
+from ..data.loading import open_image
+from ..engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, read_learnable_metadata
+from ..engine.device import autocast, resolve_device
+from ..errors import DvptError
+from ..methods import get_method
+from ..methods.base import Batch, PromptMethod
 from .prompt_file import PromptFileError, PromptMeta, read_prompt_file, write_prompt_file
-from .registry import UnknownNameError
+from ..registry import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def load_state(method: PromptMethod, tensors: dict[str, Tensor], path: str | Pat
 # ---- exporting --------------------------------------------------------------------------
 def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Trained class names and templates: from the checkpoint, else from the run's first evaluation."""
-    from .data.templates import dataset_templates
+    from ..data.templates import dataset_templates
 
     classnames = ckpt_meta.get("classnames")
     if classnames is None:
@@ -229,9 +229,9 @@ def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str
 
 def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False) -> Path:
     """Rebuild a run's method from its config and checkpoint, and write a ``.dvpt`` file."""
-    from . import __version__
-    from .engine.restore import load_run_config
-    from .engine.session import Session
+    from .. import __version__
+    from ..engine.restore import load_run_config
+    from ..engine.session import Session
 
     run_dir = Path(run_dir)
     cfg = dataclasses.replace(load_run_config(run_dir), device="cpu", precision="fp32", threads=None)

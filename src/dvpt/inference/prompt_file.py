@@ -27,8 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .engine.io import atomic_write
-from .errors import DvptError
+from ..engine.io import atomic_write
+from ..errors import DvptError
 
 FORMAT = "dvpt-prompt"
 FORMAT_VERSION = 1
@@ -100,7 +100,7 @@ def _parse_meta(path: Path, header: dict[str, str]) -> PromptMeta:
     except (ValueError, TypeError, AttributeError) as exc:
         raise PromptFileError(f"prompt file {path} has unreadable metadata ({exc}); export it again") from None
     if version > FORMAT_VERSION:
-        from . import __version__
+        from .. import __version__
 
         raise PromptFileError(
             f"prompt file {path} has format version {version}, newer than this dvpt {__version__} reads "

@@ -2,7 +2,7 @@
 and the cost of the text tower as the class count grows.
 
 Each configuration runs in a fresh child process (forked from a parent that only imported
-the libraries, or ``python -m dvpt.bench CASE_JSON`` where fork is missing), so its peak
+the libraries, or ``python -m dvpt.experiments.bench CASE_JSON`` where fork is missing), so its peak
 memory is its own: the CPU resident-set high-water mark (``getrusage``), or
 ``torch.cuda.max_memory_allocated`` on a GPU. Nothing here is a test: figures depend on the
 machine and on its load, so the report names both.
@@ -89,7 +89,7 @@ def write_images(folder: Path, classes: int, shots: int, size: int) -> Path:
 
 
 def _items(folder: Path, classes: int, shots: int):
-    from .data.base import Datum
+    from ..data.base import Datum
 
     names = class_names(classes)
     return [Datum(str(folder / f"c{c:04d}" / f"{s:02d}.png"), c, names[c]) for c in range(classes) for s in range(shots)]
@@ -122,10 +122,10 @@ def run_case(case: Case) -> dict:
     """Measure one case in this process; returns seconds and memory."""
     import torch
 
-    from .backbones import load_backbone
-    from .engine.device import autocast
-    from .methods.coop import CoOp, CoOpOptions
-    from .prompts.text_encoding import TextOptions, text_options
+    from ..backbones import load_backbone
+    from ..engine.device import autocast
+    from ..methods.coop import CoOp, CoOpOptions
+    from ..prompts.text_encoding import TextOptions, text_options
 
     torch.set_num_threads(case.threads)
     os.environ.setdefault("DVPT_NO_PROGRESS", "1")
@@ -134,7 +134,7 @@ def run_case(case: Case) -> dict:
     torch.manual_seed(0)
     names, templates = class_names(case.classes), ["a photo of a {}."]
     if case.method == "cocoop":
-        from .methods.cocoop import CoCoOp, CoCoOpOptions
+        from ..methods.cocoop import CoCoOp, CoCoOpOptions
 
         method = CoCoOp(backbone, names, templates, CoCoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
     else:
@@ -181,9 +181,9 @@ def _sgd_step(method, batch, optimizer, scaler=None) -> None:
 def _epoch(case: Case, backbone, method, device) -> dict:
     import torch
 
-    from .engine.cache import FeatureStore
-    from .engine.device import grad_scaler
-    from .engine.features import FeatureBatches, ImageBatches
+    from ..engine.cache import FeatureStore
+    from ..engine.device import grad_scaler
+    from ..engine.features import FeatureBatches, ImageBatches
 
     items = _items(Path(case.image_dir), case.classes, case.shots)
     labels = torch.tensor([d.label for d in items])
@@ -236,7 +236,7 @@ def _padded_77(learner):
     """The reference code's text pass: every prompt padded to the tower's full length."""
     import torch
 
-    from .backbones.base import Tokens
+    from ..backbones.base import Tokens
 
     backbone, tokens = learner.backbone, learner.tokens
     pad = backbone.max_text_length - tokens.ids.shape[1]
@@ -256,7 +256,7 @@ def _synthetic_batch(case: Case, backbone, device, images: bool):
     random half-precision features (what the cache hands the method)."""
     import torch
 
-    from .methods.base import Batch
+    from ..methods.base import Batch
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, case.classes, (case.batch_size,), generator=generator)
@@ -270,7 +270,7 @@ def _synthetic_batch(case: Case, backbone, device, images: bool):
 def _iteration(case: Case, backbone, method, device) -> dict:
     import torch
 
-    from .engine.device import grad_scaler
+    from ..engine.device import grad_scaler
 
     batch = _synthetic_batch(case, backbone, device, images=case.path == "naive")
     optimizer = torch.optim.SGD(method.parameters(), lr=0.002, momentum=0.9)
@@ -295,16 +295,16 @@ def preload() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from . import methods  # noqa: F401
-    from .backbones import hf_clip  # noqa: F401
-    from .engine import cache, features  # noqa: F401
+    from .. import methods  # noqa: F401
+    from ..backbones import hf_clip  # noqa: F401
+    from ..engine import cache, features  # noqa: F401
 
 
 def measure(case: Case, timeout: float = 1800) -> dict:
     """Run ``case`` in a fresh child process; a failure (e.g. out of memory) is reported.
 
     On Linux the child is forked from a parent that imported torch but ran nothing (no
-    thread pools yet); elsewhere it is a new interpreter (``python -m dvpt.bench CASE``).
+    thread pools yet); elsewhere it is a new interpreter (``python -m dvpt.experiments.bench CASE``).
     """
     import multiprocessing as mp
 
@@ -329,7 +329,7 @@ def measure(case: Case, timeout: float = 1800) -> dict:
 
 def _measure_subprocess(case: Case, timeout: float) -> dict:
     env = dict(os.environ, DVPT_NO_PROGRESS="1", OMP_NUM_THREADS=str(case.threads))
-    cmd = [sys.executable, "-m", "dvpt.bench", json.dumps(asdict(case))]
+    cmd = [sys.executable, "-m", "dvpt.experiments.bench", json.dumps(asdict(case))]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

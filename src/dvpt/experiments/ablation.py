@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config.loader import CONFIG_DIR, build_config
-from .engine.cache import FeatureStore
-from .engine.io import write_json, write_text
-from .engine.runner import run_training
-from .engine.session import Session
-from .errors import ConfigError
-from .report.stats import harmonic_mean
+from ..config.loader import PRESET_DIR, build_config
+from ..engine.cache import FeatureStore
+from ..engine.io import write_json, write_text
+from ..engine.runner import run_training
+from ..engine.session import Session
+from ..errors import ConfigError
+from ..report.stats import harmonic_mean
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ TUNE: list[Row] = [
 
 #: the training budget of every ablation run (all rows alike), shared with `dvpt demo` and the
 #: offline sweep; why it is what it is: the file's own comment and docs/method.md.
-BUDGET = CONFIG_DIR / "offline.yaml"
+BUDGET = PRESET_DIR / "offline.yaml"
 
 SPECS: dict[str, list[Row]] = {"ablation": ABLATION, "tune": TUNE}
 
