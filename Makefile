@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES = fonts-noto-color-emoji fonts-symbola unicode-data
+APT_PACKAGES = fonts-noto-color-emoji fonts-symbola unicode-data chromium chromium-driver
 STAMP = .make/installed
 
 .PHONY: install system-deps demo demo-quick test test-fast bench clean
@@ -9,12 +9,13 @@ STAMP = .make/installed
 $(STAMP): pyproject.toml
 	$(MAKE) system-deps
 	$(PIP) install --quiet "torch>=2.1" "torchvision>=0.16" || $(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e ".[dev,ray]"
+	$(PIP) install --quiet -e ".[dev,ray,app]"
 	mkdir -p .make && touch $(STAMP)
 
 install: $(STAMP)
 
-# The emoji benchmark renders glyphs from Debian's fonts and names from unicode-data.
+# The emoji benchmark renders glyphs from Debian's fonts and names from unicode-data;
+# the app's browser test drives Debian's headless chromium through chromium-driver.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

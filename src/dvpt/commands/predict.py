@@ -111,10 +111,10 @@ def top_k(pred: Prediction, classnames: Sequence[str], k: int) -> list[tuple[str
     return [(classnames[i], float(probs[i]), float(pred.logits[i])) for i in order.tolist()]
 
 
-def write_json(out, prompt, names: list[str], results: list[Prediction], skipped: list[tuple[str, str]], k: int,
-               source: str) -> None:
-    """Full precision: float32 values written as Python floats round-trip exactly."""
-    doc = {
+def prediction_document(prompt, names: list[str], results: list[Prediction], skipped: list[tuple[str, str]], k: int,
+                        source: str) -> dict:
+    """The JSON document of ``--format json``; the app returns the same one, so both agree exactly."""
+    return {
         "prompt": source, "method": prompt.meta.method, "backbone": prompt.meta.backbone, "classes": names,
         "images": [
             {"path": r.path,
@@ -124,7 +124,12 @@ def write_json(out, prompt, names: list[str], results: list[Prediction], skipped
         ],
         "skipped": [{"path": p, "error": e} for p, e in skipped],
     }
-    json.dump(doc, out, indent=1)
+
+
+def write_json(out, prompt, names: list[str], results: list[Prediction], skipped: list[tuple[str, str]], k: int,
+               source: str) -> None:
+    """Full precision: float32 values written as Python floats round-trip exactly."""
+    json.dump(prediction_document(prompt, names, results, skipped, k, source), out, indent=1)
     out.write("\n")
 
 
