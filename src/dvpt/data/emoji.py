@@ -472,9 +472,20 @@ def load_emoji(
     domain: str = "color",
     seed: int = 0,
     recipe: RenderRecipe | None = None,
+    test_per_class: int | None = None,
 ) -> DatasetSplits:
-    """A benchmark dataset as ``DatasetSplits``, rendered into the cache on first use."""
+    """A benchmark dataset as ``DatasetSplits``, rendered into the cache on first use.
+
+    ``test_per_class`` (``data.options.test_per_class``) renders more test images per class
+    than the default 10, so that one image weighs less than a quarter of a point; train and
+    val images are unchanged (the same per-image streams), only the test split grows.
+    """
     recipe = recipe or RenderRecipe(seed=seed)
+    if test_per_class is not None:
+        if int(test_per_class) < 1:
+            raise DataError(f"data.options.test_per_class must be a positive integer, got {test_per_class!r}")
+        counts = tuple((split, int(test_per_class) if split == "test" else n) for split, n in recipe.counts)
+        recipe = RenderRecipe(seed=recipe.seed, size=recipe.size, counts=counts, difficulty=recipe.difficulty)
     entries = concepts(dataset, domain)
     folder = dataset_dir(dataset, domain, root, recipe)
     try:

@@ -24,10 +24,12 @@ def run(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
     method = session.build_method(base.classnames, full.templates)
     history = session.train(method, base.train, rundir.checkpoint_dir, callbacks)
     name = full.name
+    # accuracy on the training images themselves: shows how far the budget fits the base classes
+    train_acc = session.evaluate(method, base.train).summary()["accuracy"]
     records = [evaluate_and_record(session, rundir, method, base.test, name="base", dataset=name, subset="base")]
     method.set_classnames(novel.classnames, full.templates)
     records.append(evaluate_and_record(session, rundir, method, novel.test, name="novel", dataset=name, subset="novel"))
     b, n = records[0]["accuracy"], records[1]["accuracy"]
     return run_header(session) | {
-        "base": b, "novel": n, "hm": harmonic_mean(b, n), "history": history, "evaluations": records,
+        "base": b, "novel": n, "hm": harmonic_mean(b, n), "train_acc": train_acc, "history": history, "evaluations": records,
     }

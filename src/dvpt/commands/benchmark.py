@@ -1,0 +1,41 @@
+"""``dvpt benchmark``: the reported offline runs (presets/benchmark.yaml), one JSON line each."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import io
+    from ..experiments.benchmark import RESULTS, load_plan, run_benchmark, summary_table
+
+    plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
+                     seeds=args.seeds, datasets=args.datasets)
+    output = Path(args.output)
+    print(f"dvpt benchmark: {plan.protocol}, {len(plan.datasets)} datasets x {len(plan.methods)} methods x "
+          f"{len(plan.seeds)} seeds -> {output / RESULTS}", file=sys.stderr)
+    records = [r for r in run_benchmark(plan, output) if r["protocol"] == plan.protocol]
+    table = summary_table(records)
+    io.write_text(output / "summary.md", table + "\n")
+    print(table)
+    return 0
+
+
+def _csv(kind):
+    return lambda s: [kind(v) for v in s.split(",") if v.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("benchmark", help="the reported offline benchmark runs, resumable, one JSON line each",
+                            description=__doc__)
+    parser.add_argument("--output", "-o", required=True,
+                        help="output folder; results.jsonl there collects the runs, re-running resumes")
+    parser.add_argument("--protocol", default="base2novel", help="base2novel (default)")
+    parser.add_argument("--quick", action="store_true", help="one dataset, two seeds, three methods, 2 epochs")
+    parser.add_argument("--tuning", action="store_true",
+                        help="the tuning datasets of presets/benchmark.yaml (never reported) instead of the reported ones")
+    parser.add_argument("--datasets", type=_csv(str), help="comma-separated emoji datasets (default: the preset's)")
+    parser.add_argument("--methods", type=_csv(str), help="comma-separated methods (default: the preset's)")
+    parser.add_argument("--seeds", type=_csv(int), help="comma-separated seeds (default: the preset's)")
+    parser.set_defaults(func=run)

@@ -1,0 +1,196 @@
+"""``dvpt benchmark``: the reported offline runs, one JSON line per finished run.
+
+Every (dataset, method, seed) of presets/benchmark.yaml trains into an ordinary run folder
+under ``<output>/runs`` and, once finished, appends one line to ``<output>/results.jsonl``
+(dataset, domain, protocol, method, seed, shots, base, novel, hm, train_acc, seconds and the
+resolved hyperparameters). The lines are the results: tables are rebuilt from them alone,
+so the file is small enough to commit. Re-running the command skips every run that already
+has its line, so an interrupted benchmark continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..config.loader import PRESET_DIR, build_config, method_preset, read_yaml, to_dict
+from ..engine.runner import run_training
+from ..errors import ConfigError, DataError
+from ..methods import METHODS
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+PROTOCOLS = ("base2novel",)
+REFERENCE = "dvpt"
+
+
+@dataclass
+class BenchmarkPlan:
+    backbone: str
+    shots: int
+    domain: str
+    test_per_class: int
+    seeds: list[int]
+    datasets: list[str]
+    methods: list[str]
+    #: ``key.path=value`` overrides every run gets on top of presets/offline.yaml
+    budget: list[str]
+    protocol: str = "base2novel"
+
+
+def load_plan(quick: bool = False, tuning: bool = False, protocol: str = "base2novel",
+              methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              datasets: Sequence[str] | None = None) -> BenchmarkPlan:
+    """The plan of presets/benchmark.yaml; ``tuning`` swaps in the never-reported tuning data."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"benchmark protocol {protocol!r} is not available; choose one of {', '.join(PROTOCOLS)}")
+    spec = read_yaml(PRESET_DIR / "benchmark.yaml")
+    if tuning:
+        spec = {**spec, **spec["tuning"]}
+    if quick:
+        spec = {**spec, **spec["quick"]}
+    wanted = list(methods or spec["methods"])
+    unknown = [m for m in wanted if m not in METHODS or (m != "zeroshot" and not method_preset(m))]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; see `dvpt methods`")
+    return BenchmarkPlan(
+        backbone=spec["backbone"], shots=int(spec["shots"]), domain=spec["domain"],
+        test_per_class=int(spec["test_per_class"]), seeds=[int(s) for s in (seeds or spec["seeds"])],
+        datasets=list(datasets or spec["datasets"]), methods=wanted, budget=list(spec.get("budget", [])),
+        protocol=protocol,
+    )
+
+
+def run_config(plan: BenchmarkPlan, method: str, dataset: str, seed: int, output: Path):
+    """The method's preset, the shared offline budget, then the plan's budget overrides."""
+    flags = {"backbone": plan.backbone, "protocol": plan.protocol, "seed": seed,
+             "data": {"dataset": dataset, "shots": plan.shots,
+                      "options": {"domain": plan.domain, "test_per_class": plan.test_per_class}},
+             "cache": {"dir": str(output / "feature-cache")}}
+    return build_config(method=method, files=[str(PRESET_DIR / "offline.yaml")], flags=flags,
+                        overrides=list(plan.budget))
+
+
+def job_key(record: dict[str, Any]) -> tuple:
+    return (record["protocol"], record["dataset"], record["domain"], record["method"], int(record["seed"]),
+            int(record["shots"]))
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every line of a results file; a broken line names the file, the line and the fix."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number} is not a JSON line ({exc.msg}); delete that line and re-run to redo the run") from None
+    return records
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    """One whole line per call, flushed and synced: a crash never leaves half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def record_of(cfg, metrics: dict[str, Any], plan: BenchmarkPlan) -> dict[str, Any]:
+    resolved = to_dict(cfg)
+    return {
+        "protocol": plan.protocol, "dataset": cfg.data.dataset, "domain": plan.domain, "method": cfg.method,
+        "seed": cfg.seed, "shots": plan.shots, "test_per_class": plan.test_per_class, "backbone": plan.backbone,
+        "base": metrics["base"], "novel": metrics["novel"], "hm": metrics["hm"],
+        "train_acc": metrics.get("train_acc"), "seconds": metrics.get("seconds"),
+        "hyperparameters": {"optim": resolved["optim"], "options": resolved["options"]},
+    }
+
+
+def run_benchmark(plan: BenchmarkPlan, output: Path) -> list[dict[str, Any]]:
+    """Run every job without a line in ``<output>/results.jsonl``; returns all lines."""
+    results = output / RESULTS
+    done = {job_key(r) for r in read_results(results)}
+    jobs = [(d, m, s) for d in plan.datasets for s in plan.seeds for m in plan.methods]
+    started = time.time()
+    for dataset, method, seed in jobs:
+        key = (plan.protocol, dataset, plan.domain, method, seed, plan.shots)
+        if key in done:
+            continue
+        cfg = run_config(plan, method, dataset, seed, output)
+        folder = output / "runs" / plan.protocol / dataset / method / f"seed{seed}"
+        metrics = run_training(cfg, folder)
+        _append(results, record_of(cfg, metrics, plan))
+        log.info("%s %s seed %d: base %.2f novel %.2f hm %.2f train %.1f", dataset, method, seed,
+                 metrics["base"], metrics["novel"], metrics["hm"], metrics.get("train_acc") or float("nan"))
+    log.info("benchmark pass finished in %.0f s", time.time() - started)
+    return read_results(results)
+
+
+# ---- intervals -----------------------------------------------------------------------------
+def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of ``values`` (resampling the runs).
+
+    The runs are (dataset, seed) pairs, so the interval covers both seed and dataset spread.
+    One value has no interval (returned as the mean twice).
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("bootstrap_ci needs at least one value")
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, mean, mean
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
+    return mean, means[int(0.025 * resamples)], means[min(resamples - 1, int(0.975 * resamples))]
+
+
+def paired_differences(records: Iterable[dict[str, Any]], method: str, metric: str,
+                       reference: str = REFERENCE) -> list[float]:
+    """``method - reference`` on each (dataset, seed) both ran: the same few-shot sample."""
+    by = {(r["dataset"], r["seed"], r["method"]): r[metric] for r in records}
+    return [by[(d, s, method)] - by[(d, s, reference)] for (d, s, m) in sorted(by) if m == method
+            and (d, s, reference) in by]
+
+
+def summary_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> str:
+    """Per method: mean base/novel/HM with 95% intervals, train accuracy, and HM - dvpt paired.
+
+    A paired difference whose interval excludes zero is marked with ``*``.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    lines = ["| Method | Runs | Base | Novel | HM | Train acc | HM − " + reference + " |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(values: Sequence[float]) -> str:
+        mean, lo, hi = bootstrap_ci(values)
+        return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    for method in methods:
+        rows = [r for r in records if r["method"] == method]
+        train = [r["train_acc"] for r in rows if r.get("train_acc") is not None]
+        diffs = paired_differences(records, method, "hm", reference) if method != reference else []
+        if diffs:
+            mean, lo, hi = bootstrap_ci(diffs)
+            mark = "*" if lo > 0 or hi < 0 else ""
+            diff = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
+        else:
+            diff = "—"
+        lines.append(f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
+                     f"{cell([r['novel'] for r in rows])} | {cell([r['hm'] for r in rows])} | "
+                     f"{statistics.fmean(train):.1f} | {diff} |" if train else
+                     f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
+                     f"{cell([r['novel'] for r in rows])} | {cell([r['hm'] for r in rows])} | — | {diff} |")
+    return "\n".join(lines)
