@@ -105,3 +105,20 @@ class PromptBook:
         doc["base"] = [n for n in names if n in base]
         doc["novel"] = [n for n in names if n not in base]
         return doc
+
+
+def emoji_gallery(dataset: str = "emoji-animals", count: int = 12) -> tuple[list[str], list[str]]:
+    """Test renderings of ``count`` classes spread over an emoji dataset, and those class names.
+
+    Rendered into the cache on first use, so the page has images to try with no download.
+    """
+    from ..data.emoji import load_emoji
+
+    splits = load_emoji(dataset)
+    first: dict[int, str] = {}
+    for item in splits.test:
+        first.setdefault(item.label, item.path)
+    labels = sorted(first)
+    step = max(1, len(labels) // count)
+    chosen = labels[::step][:count]
+    return [first[y] for y in chosen], [splits.classnames[y] for y in chosen]

@@ -45,8 +45,8 @@ def results_markdown(docs: dict[str, dict]) -> str:
 
 
 def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] = (),
-              export_dir: str | None = None) -> gr.Blocks:
-    """The Blocks app around ``book``; ``gallery`` images are offered for one-click classification."""
+              export_dir: str | None = None, classes: str = "") -> gr.Blocks:
+    """The Blocks app around ``book``; ``gallery`` images are offered as examples, ``classes`` prefilled."""
     export_to = Path(export_dir or tempfile.mkdtemp(prefix="dvpt-app-"))
 
     def classify_page(files: Any, classes: str, chosen: list[str], top_k: float):
@@ -120,8 +120,9 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
                 with gr.Column():
                     files = gr.File(label="images", file_count="multiple", file_types=["image"], elem_id="images")
                     if gallery:
-                        gr.Examples(examples=[[str(g)] for g in gallery], inputs=[files], label="emoji test renderings")
-                    classes = gr.Textbox(label="class names (comma- or line-separated)", lines=3, elem_id="classes")
+                        gr.Examples(examples=[[[str(g)]] for g in gallery], inputs=[files], label="emoji test renderings")
+                    class_box = gr.Textbox(label="class names (comma- or line-separated)", lines=3, elem_id="classes",
+                                           value=classes)
                     chosen = gr.CheckboxGroup(choices=book.names, value=book.names, label="prompts", elem_id="prompts")
                     prompt_upload = gr.File(label="load a prompt file (.dvpt)", elem_id="prompt-file")
                     top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
@@ -130,7 +131,7 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
                     shown = gr.Markdown(elem_id="results")
                     raw = gr.Code(label="JSON (as dvpt predict --format json)", language="json")
             prompt_upload.upload(load_prompt_file, [prompt_upload, chosen], [chosen], api_name="load_prompt")
-            button.click(classify_page, [files, classes, chosen, top_k], [shown, raw], api_name="classify_page")
+            button.click(classify_page, [files, class_box, chosen, top_k], [shown, raw], api_name="classify_page")
         with gr.Tab("Runs"):
             folder = gr.Textbox(label="runs folder", value=runs or "", elem_id="runs-folder")
             load = gr.Button("Load report")

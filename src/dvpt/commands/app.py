@@ -24,7 +24,15 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"dvpt app: WARNING: listening on {args.host}: anyone who can reach this machine "
               f"can use the page", file=sys.stderr)
-    app = build_app(book, runs=args.runs)
+    gallery, names = [], []
+    if args.gallery != "none":
+        from ..app.classify import emoji_gallery
+
+        try:
+            gallery, names = emoji_gallery(args.gallery)
+        except DvptError as exc:
+            print(f"dvpt app: no example gallery ({exc})", file=sys.stderr)
+    app = build_app(book, runs=args.runs, gallery=gallery, classes=", ".join(names))
     app.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
                show_error=True, max_file_size="200mb")
     return 0
@@ -38,5 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default="micro", help="backbone of the zero-shot prompt (default micro)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--gallery", default="emoji-animals", metavar="EMOJI_DATASET",
+                        help="offer test renderings of this emoji dataset as examples (default emoji-animals; none)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.set_defaults(func=run)
