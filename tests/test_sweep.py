@@ -77,6 +77,27 @@ def test_spec_grid_names_and_layers(tmp_path: Path) -> None:
     assert domains[0].config["data"]["options"] == {"domain": "line"}
 
 
+def test_rules_apply_per_method_and_dataset_in_order(tmp_path: Path) -> None:
+    rules = [{"when": {"method": "coop", "dataset": "folder"}, "set": {"optim": {"epochs": 50, "lr": 0.1}}},
+             {"when": {"method": ["coop"], "shots": 2}, "set": {"optim": {"lr": 0.2}}},
+             {"when": {"method": "coop", "dataset": "other"}, "set": {"optim": {"epochs": 99}}}]
+    spec = spec_from_dict(tiny_spec(tmp_path, method_overrides={"coop": {"optim": {"epochs": 7}}}, rules=rules))
+    jobs = spec.jobs(["optim.batch_size=2"])
+    coop, zs = jobs[2].config, jobs[0].config
+    # the rule beats method_overrides, a later rule beats an earlier one, --set beats both
+    assert coop["optim"] == {"epochs": 50, "lr": 0.2, "batch_size": 2}
+    assert zs["optim"] == {"epochs": 2, "batch_size": 2}          # the shared overrides only
+    assert spec.jobs(["optim.epochs=3"])[2].config["optim"]["epochs"] == 3
+
+
+def test_paper_base2novel_trains_coop_50_epochs_on_imagenet_only() -> None:
+    jobs = load_spec("paper_base2novel").jobs(["data.root=/data"])
+    epochs = {(j.method, j.config["data"]["dataset"]): j.config.get("optim", {}).get("epochs") for j in jobs}
+    assert epochs[("coop", "imagenet")] == 50
+    assert epochs[("coop", "caltech101")] is None          # the preset's published 200
+    assert epochs[("cocoop", "imagenet")] is None
+
+
 @pytest.mark.parametrize("change, message", [
     ({"method": ["coop"]}, "unknown sweep key 'method'"),
     ({"seeds": [1, "two"]}, "'seeds' entries must be int"),
@@ -87,6 +108,10 @@ def test_spec_grid_names_and_layers(tmp_path: Path) -> None:
     ({"resources": {"gpus": 1}}, "unknown resources key 'gpus'"),
     ({"method_overrides": {"coop": 3}}, "method_overrides.coop must be a mapping"),
     ({"requires": ["data.options.domain"]}, "needs data.options.domain; pass it with --set"),
+    ({"rules": [{"when": {"methd": "coop"}, "set": {}}]}, "rules[0].when: unknown axis 'methd'"),
+    ({"rules": [{"when": {"method": "coop"}}]}, "rules[0] must be a mapping with exactly 'when' and 'set'"),
+    ({"rules": [{"when": {"shots": "four"}, "set": {}}]}, "'when.shots' entries must be int"),
+    ({"rules": [{"when": {"method": "coop"}, "set": {"optim": {"epoch": 5}}}]}, "unknown config key 'optim.epoch'"),
 ])
 def test_spec_errors_name_the_key(tmp_path: Path, change: dict, message: str) -> None:
     path = write_spec(tmp_path / "bad.yaml", tiny_spec(tmp_path, **change))

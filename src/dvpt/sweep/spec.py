@@ -8,7 +8,10 @@ instead of the whole sweep.
 
 Layers of one run's config, each overriding the one before (the method preset is below
 them all, as for ``dvpt train``): ``overrides`` < ``dataset_overrides[dataset]`` <
-``method_overrides[method]`` < ``--set`` on the command line < the grid values.
+``method_overrides[method]`` < ``rules`` (in order, later wins) < ``--set`` on the command
+line < the grid values. A rule is ``{when: {method|dataset|shots|protocol: value or list},
+set: {config keys}}``: it carries recipe values that belong to a (method, dataset[, shots])
+pair, such as CoOp's 50 epochs on ImageNet, which a per-method or per-dataset layer cannot say.
 """
 from __future__ import annotations
 
@@ -34,11 +37,24 @@ SPEC_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "overrides": ((dict,), "config keys shared by every run"),
     "method_overrides": ((dict,), "method name -> config keys"),
     "dataset_overrides": ((dict,), "dataset name -> config keys"),
+    "rules": ((list,), "[{when: {method, dataset, shots, protocol}, set: config keys}], in order"),
     "resources": ((dict,), "per run on Ray: num_cpus, num_gpus"),
     "requires": ((list,), "dotted config keys that must be set (e.g. data.root)"),
 }
 REQUIRED = ("methods", "datasets")
+RULE_AXES = ("method", "dataset", "shots", "protocol")
 RESOURCE_KEYS = {"num_cpus": (int, float), "num_gpus": (int, float)}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Config keys applied to the runs whose axes match every condition of ``when``."""
+
+    when: dict[str, list]
+    set: dict[str, Any]
+
+    def matches(self, axes: Mapping[str, Any]) -> bool:
+        return all(axes[axis] in values for axis, values in self.when.items())
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class SweepSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict] = field(default_factory=dict)
     dataset_overrides: dict[str, dict] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
     resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1, "num_gpus": 0})
     requires: list[str] = field(default_factory=list)
     source: str = "<dict>"
@@ -81,6 +98,10 @@ class SweepSpec:
         for protocol, dataset, domain, method, shots, seed in grid:
             config = deep_merge(self.overrides, self.dataset_overrides.get(dataset, {}))
             config = deep_merge(config, self.method_overrides.get(method, {}))
+            where = {"method": method, "dataset": dataset, "shots": shots, "protocol": protocol}
+            for rule in self.rules:
+                if rule.matches(where):
+                    config = deep_merge(config, rule.set)
             config = deep_merge(config, cli)
             axes: dict[str, Any] = {"method": method, "protocol": protocol, "seed": seed,
                                     "data": {"dataset": dataset, "shots": shots}}
@@ -152,6 +173,27 @@ def _check_nested(data: Mapping[str, Any], key: str, where: str) -> dict[str, di
     return {str(k): dict(v) for k, v in table.items()}
 
 
+def _rules(data: Mapping[str, Any], where: str) -> list[Rule]:
+    out = []
+    for i, rule in enumerate(data.get("rules") or []):
+        at = f"{where}: rules[{i}]"
+        if not isinstance(rule, Mapping) or set(rule) != {"when", "set"}:
+            raise ConfigError(f"{at} must be a mapping with exactly 'when' and 'set', got {rule!r}")
+        when, values = rule["when"], rule["set"]
+        if not isinstance(when, Mapping) or not when:
+            raise ConfigError(f"{at}.when must map {', '.join(RULE_AXES)} to a value or list")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{at}.set must be a mapping of config keys, got {values!r}")
+        conditions: dict[str, list] = {}
+        for axis, value in when.items():
+            if axis not in RULE_AXES:
+                raise ConfigError(f"{at}.when: unknown axis {axis!r}; known: {', '.join(RULE_AXES)}")
+            item = int if axis == "shots" else str
+            conditions[axis] = _as_list(f"when.{axis}", value, item, at)
+        out.append(Rule(conditions, dict(values)))
+    return out
+
+
 def _resources(data: Mapping[str, Any], where: str) -> dict[str, float]:
     out = {"num_cpus": 1, "num_gpus": 0}
     for key, value in (data.get("resources") or {}).items():
@@ -180,6 +222,7 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         overrides=dict(get("overrides") or {}),
         method_overrides=_check_nested(data, "method_overrides", source),
         dataset_overrides=_check_nested(data, "dataset_overrides", source),
+        rules=_rules(data, source),
         resources=_resources(data, source),
         requires=[str(k) for k in get("requires") or []],
         source=source,
