@@ -130,7 +130,7 @@ def test_shipped_specs_expand() -> None:
     with pytest.raises(ConfigError, match="needs data.root"):
         paper.jobs()
     jobs = paper.jobs(["data.root=/data"])
-    assert len(jobs) == 11 * 8 * 3
+    assert len(jobs) == 11 * 8 * 3 and {j.config.get("protocol") for j in jobs} == {"base2novel"}
     assert jobs[0].config["backbone"] == "openai/clip-vit-base-patch16" and paper.resources["num_gpus"] == 1
     offline = load_spec("offline_base2novel").jobs()
     assert {j.config["backbone"] for j in offline} == {"micro"} and len({j.method for j in offline}) == 8

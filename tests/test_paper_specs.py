@@ -1,0 +1,101 @@
+"""The paper sweeps resolve to the official recipes (shared reference: the official configs).
+
+One row per method x protocol x notable dataset: the run's config as ``dvpt sweep`` resolves
+it (method preset < spec layers < rules) must equal the value of the official config file
+named in the row, so a spec or preset that drifts from the published recipe fails here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dvpt.config.loader import deep_merge, from_dict, method_preset, validate_method_options
+from dvpt.config.schema import RunConfig
+from dvpt.sweep import load_spec
+
+# spec, method, dataset, shots, {dotted key: official value}, source of the official value
+ROWS: list[tuple[str, str, str, int, dict[str, Any], str]] = [
+    ("paper_base2novel", "coop", "caltech101", 16,
+     {"optim.epochs": 200, "optim.batch_size": 32, "optim.lr": 0.002, "options.n_ctx": 4},
+     "CoOp configs/trainers/CoOp/vit_b16_ctxv1.yaml"),
+    ("paper_base2novel", "coop", "imagenet", 16, {"optim.epochs": 50, "optim.lr": 0.002},
+     "CoOp configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml (scripts/cocoop/base2new_train.sh)"),
+    ("paper_base2novel", "cocoop", "imagenet", 16, {"optim.epochs": 10, "optim.batch_size": 1},
+     "CoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"),
+    ("paper_base2novel", "kgcoop", "dtd", 16, {"optim.epochs": 100, "optim.batch_size": 128},
+     "KgCoOp configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"),
+    ("paper_base2novel", "maple", "eurosat", 16,
+     {"optim.epochs": 5, "optim.lr": 0.0035, "optim.batch_size": 4, "options.prompt_depth": 9},
+     "MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+    ("paper_base2novel", "promptsrc", "food101", 16,
+     {"optim.epochs": 20, "options.depth_text": 9, "options.gpa_mean": 15.0, "options.gpa_std": 1.0},
+     "PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+    ("paper_crossdataset", "coop", "imagenet", 16, {"optim.epochs": 50},
+     "CoOp scripts/cocoop/xd_train.sh -> vit_b16_ep50_ctxv1.yaml"),
+    ("paper_crossdataset", "cocoop", "imagenet", 16, {"optim.epochs": 10, "optim.batch_size": 1},
+     "CoOp scripts/cocoop/xd_train.sh -> vit_b16_c4_ep10_batch1_ctxv1.yaml"),
+    ("paper_crossdataset", "maple", "imagenet", 16,
+     {"optim.epochs": 2, "optim.lr": 0.0026, "options.prompt_depth": 3},
+     "MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml"),
+    ("paper_crossdataset", "promptsrc", "imagenet", 16,
+     {"optim.epochs": 20, "options.depth_text": 3, "options.depth_vision": 3,
+      "options.gpa_mean": 6.0, "options.gpa_std": 10.0},
+     "PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml"),
+    ("paper_domaingen", "maple", "imagenet", 16,
+     {"optim.epochs": 2, "optim.lr": 0.0026, "options.prompt_depth": 3},
+     "MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml"),
+    ("paper_domaingen", "promptsrc", "imagenet", 16,
+     {"options.depth_text": 3, "options.depth_vision": 3, "options.gpa_mean": 6.0, "options.gpa_std": 10.0},
+     "PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml"),
+    ("paper_fewshot", "promptsrc", "imagenet", 4,
+     {"optim.epochs": 50, "optim.batch_size": 4, "options.gpa_mean": 30.0, "options.gpa_std": 30.0},
+     "PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml"),
+    ("paper_fewshot", "promptsrc", "fgvc_aircraft", 1,
+     {"optim.epochs": 50, "options.gpa_mean": 45.0, "options.gpa_std": 5.0},
+     "PromptSRC scripts/promptsrc/few_shot.sh (Cars, Flowers, Aircraft, DTD, EuroSAT)"),
+    ("paper_fewshot", "coop", "imagenet", 2, {"optim.epochs": 50},
+     "CoOp configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"),
+    ("paper_fewshot", "prograd", "dtd", 16, {"options.lam": 0.8},
+     "ProGrad README: lambda 0.8 for 8/16 shots on Flowers, DTD, EuroSAT"),
+    ("paper_fewshot", "prograd", "dtd", 4, {"options.lam": 1.0},
+     "ProGrad scripts/base2new_train_prograd.sh (LAMBDA=1.0)"),
+    ("paper_fewshot", "prograd", "caltech101", 16, {"options.lam": 1.0},
+     "ProGrad scripts/base2new_train_prograd.sh (LAMBDA=1.0)"),
+]
+
+
+def resolved(spec: str, method: str, dataset: str, shots: int) -> dict[str, Any]:
+    """The run's merged config as ``dvpt sweep`` builds it, checked by the schemas."""
+    jobs = load_spec(spec).jobs(["data.root=/data"])
+    [job] = [j for j in jobs if j.method == method and j.config["data"]["dataset"] == dataset
+             and j.config["data"]["shots"] == shots and j.config["seed"] == 1]
+    merged = deep_merge(method_preset(method), job.config)
+    validate_method_options(from_dict(RunConfig, merged))
+    return merged
+
+
+def lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("spec, method, dataset, shots, official, source", ROWS,
+                         ids=[f"{r[0]}-{r[1]}-{r[2]}-{r[3]}shot" for r in ROWS])
+def test_paper_spec_resolves_to_official_recipe(spec: str, method: str, dataset: str, shots: int,
+                                                official: dict[str, Any], source: str) -> None:
+    config = resolved(spec, method, dataset, shots)
+    got = {key: lookup(config, key) for key in official}
+    assert got == official, f"{spec} {method} on {dataset}: drifted from {source}"
+
+
+@pytest.mark.parametrize("spec, runs, source", [
+    ("paper_base2novel", 11 * 8 * 3, "imagenet"), ("paper_crossdataset", 8 * 3, "imagenet"),
+    ("paper_domaingen", 8 * 3, "imagenet"), ("paper_fewshot", 11 * 8 * 5 * 3, "imagenet"),
+])
+def test_paper_specs_list_their_runs(spec: str, runs: int, source: str) -> None:
+    jobs = load_spec(spec).jobs(["data.root=/data"])
+    assert len(jobs) == runs and jobs[0].config["data"]["dataset"] == source
+    assert {j.config["backbone"] for j in jobs} == {"openai/clip-vit-base-patch16"}
