@@ -61,7 +61,9 @@ def test_paired_differences_match_dataset_and_seed():
     assert paired_differences(records, "coop", "hm") == [-3.0, -2.0]
     table = summary_table(records)
     # both differences are negative, so the interval excludes zero and is marked
-    assert "-2.50 [-3.00, -2.00]*" in table
+    assert "-2.50 [-3.00, -2.00]* (2 pairs)" in table
+    # a single pair gets no interval and no mark
+    assert "(1 pair)" in summary_table(records[:2])
 
 
 def test_broken_results_line_names_file_and_line(tmp_path):
@@ -87,3 +89,26 @@ def test_test_per_class_must_be_positive(tmp_path):
 
     with pytest.raises(DataError, match="test_per_class must be a positive integer"):
         load_emoji("emoji-activities", root=tmp_path, test_per_class=0)
+
+
+def test_committed_results_doc_equals_the_tables_rebuilt_from_the_result_files():
+    from pathlib import Path
+
+    from dvpt.experiments.benchmark import BEGIN, END, read_result_dir, render_results
+
+    root = Path(__file__).resolve().parent.parent
+    block = render_results(read_result_dir(root / "docs" / "results"))
+    doc = (root / "docs" / "results.md").read_text()
+    assert BEGIN in doc and END in doc
+    committed = BEGIN + doc.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    assert committed == block, "docs/results.md is stale: run `dvpt report docs/results --update-doc docs/results.md`"
+
+
+def test_update_doc_replaces_only_the_marked_block(tmp_path):
+    from dvpt.experiments.benchmark import BEGIN, END, update_doc
+
+    doc = tmp_path / "r.md"
+    doc.write_text(f"intro\n\n{BEGIN}\nold\n{END}\n\noutro\n")
+    assert update_doc(doc, f"{BEGIN}\nnew\n{END}")
+    assert doc.read_text() == f"intro\n\n{BEGIN}\nnew\n{END}\n\noutro\n"
+    assert not update_doc(doc, f"{BEGIN}\nnew\n{END}")

@@ -8,11 +8,14 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import io
-    from ..experiments.benchmark import RESULTS, load_plan, run_benchmark, summary_table
+    from ..experiments.benchmark import RESULTS, curve_table, load_plan, run_benchmark, run_budget_curve, summary_table
 
     plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
                      seeds=args.seeds, datasets=args.datasets)
     output = Path(args.output)
+    if args.epochs:
+        print(curve_table(run_budget_curve(plan, args.epochs, output)))
+        return 0
     print(f"dvpt benchmark: {plan.protocol}, {len(plan.datasets)} datasets x {len(plan.methods)} methods x "
           f"{len(plan.seeds)} seeds -> {output / RESULTS}", file=sys.stderr)
     records = [r for r in run_benchmark(plan, output) if r["protocol"] == plan.protocol]
@@ -38,4 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--datasets", type=_csv(str), help="comma-separated emoji datasets (default: the preset's)")
     parser.add_argument("--methods", type=_csv(str), help="comma-separated methods (default: the preset's)")
     parser.add_argument("--seeds", type=_csv(int), help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--epochs", type=_csv(int),
+                        help="budget curve: run the plan once per epoch count (e.g. 5,10,20,40) into budget-curve.jsonl")
     parser.set_defaults(func=run)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.update_doc:
+        return _update_doc(args)
     from ..report import build_report, write_report
     from ..report.build import parse_formats
 
@@ -26,6 +28,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _update_doc(args: argparse.Namespace) -> int:
+    """Benchmark result files (``*.jsonl``) -> the marked tables of a markdown file."""
+    from ..errors import DvptError
+    from ..experiments.benchmark import read_result_dir, render_results, update_doc
+
+    if len(args.dirs) != 1:
+        raise DvptError("--update-doc takes one results folder (e.g. docs/results)")
+    block = render_results(read_result_dir(Path(args.dirs[0])))
+    changed = update_doc(Path(args.update_doc), block)
+    print(block)
+    print(f"{args.update_doc}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("report", help="tables and figures from run folders", description=__doc__)
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run folders or sweep folders (searched recursively)")
@@ -34,5 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--hm-of", default="means", choices=["means", "per-dataset"], dest="hm_of",
                         help="averaged HM: HM of the averaged base and novel (means; the literature's) "
                              "or the mean of per-dataset HMs")
+    parser.add_argument("--update-doc", metavar="FILE",
+                        help="DIR holds `dvpt benchmark` result files (*.jsonl): rewrite FILE's benchmark tables from them")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.set_defaults(func=run)

@@ -118,6 +118,28 @@ def record_of(cfg, metrics: dict[str, Any], plan: BenchmarkPlan) -> dict[str, An
     }
 
 
+def run_budget_curve(plan: BenchmarkPlan, epochs: Sequence[int], output: Path) -> list[dict[str, Any]]:
+    """The plan once per epoch count, into ``<output>/budget-curve.jsonl`` (lines carry ``epochs``).
+
+    Meant for the tuning data (``--tuning``): it shows where the shared budget sits on each
+    method's curve and whether CoOp's novel accuracy has stopped moving.
+    """
+    results = output / "budget-curve.jsonl"
+    done = {job_key(r) + (r["epochs"],) for r in read_results(results)}
+    for count in epochs:
+        sub = BenchmarkPlan(**{**plan.__dict__, "budget": [*plan.budget, f"optim.epochs={int(count)}"]})
+        for dataset in plan.datasets:
+            for seed in plan.seeds:
+                for method in plan.methods:
+                    if (plan.protocol, dataset, plan.domain, method, seed, plan.shots, int(count)) in done:
+                        continue
+                    cfg = run_config(sub, method, dataset, seed, output)
+                    folder = output / "runs" / "curve" / f"e{int(count)}" / dataset / method / f"seed{seed}"
+                    metrics = run_training(cfg, folder)
+                    _append(results, {**record_of(cfg, metrics, plan), "epochs": int(count)})
+    return read_results(results)
+
+
 def run_benchmark(plan: BenchmarkPlan, output: Path) -> list[dict[str, Any]]:
     """Run every job without a line in ``<output>/results.jsonl``; returns all lines."""
     results = output / RESULTS
@@ -168,7 +190,7 @@ def paired_differences(records: Iterable[dict[str, Any]], method: str, metric: s
 def summary_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> str:
     """Per method: mean base/novel/HM with 95% intervals, train accuracy, and HM - dvpt paired.
 
-    A paired difference whose interval excludes zero is marked with ``*``.
+    A paired difference whose interval excludes zero is marked with ``*`` (never for one pair).
     """
     methods = list(dict.fromkeys(r["method"] for r in records))
     lines = ["| Method | Runs | Base | Novel | HM | Train acc | HM − " + reference + " |",
@@ -182,10 +204,12 @@ def summary_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> 
         rows = [r for r in records if r["method"] == method]
         train = [r["train_acc"] for r in rows if r.get("train_acc") is not None]
         diffs = paired_differences(records, method, "hm", reference) if method != reference else []
-        if diffs:
+        if len(diffs) == 1:  # one pair has no interval: nothing to mark
+            diff = f"{diffs[0]:+.2f} (1 pair)"
+        elif diffs:
             mean, lo, hi = bootstrap_ci(diffs)
             mark = "*" if lo > 0 or hi < 0 else ""
-            diff = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
+            diff = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark} ({len(diffs)} pairs)"
         else:
             diff = "—"
         lines.append(f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
@@ -194,3 +218,79 @@ def summary_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> 
                      f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
                      f"{cell([r['novel'] for r in rows])} | {cell([r['hm'] for r in rows])} | — | {diff} |")
     return "\n".join(lines)
+
+
+# ---- docs/results.md from the JSON lines alone ----------------------------------------------
+BEGIN = "<!-- benchmark tables: rebuilt by `dvpt report docs/results --update-doc docs/results.md` -->"
+END = "<!-- end of benchmark tables -->"
+
+
+def read_result_dir(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every ``*.jsonl`` of ``folder`` by file stem (``base2novel``, ``budget-curve``, ...)."""
+    files = sorted(Path(folder).glob("*.jsonl"))
+    if not files:
+        raise DataError(f"no *.jsonl results in {folder}; run `dvpt benchmark -o {folder}` first")
+    return {f.stem: read_results(f) for f in files}
+
+
+def per_dataset_table(records: list[dict[str, Any]]) -> str:
+    """HM per dataset and method: mean over seeds with the 95% bootstrap interval over seeds."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    lines = ["| Dataset | Seeds | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
+    for dataset in datasets:
+        cells = []
+        for method in methods:
+            values = [r["hm"] for r in records if r["dataset"] == dataset and r["method"] == method]
+            if values:
+                mean, lo, hi = bootstrap_ci(values)
+                cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
+            else:
+                cells.append("not run")
+        seeds = sorted({r["seed"] for r in records if r["dataset"] == dataset})
+        lines.append(f"| {dataset} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_table(records: list[dict[str, Any]]) -> str:
+    """Base, novel, HM and training accuracy against epochs (the budget curve)."""
+    lines = ["| Dataset | Method | Seed | Epochs | Base | Novel | HM | Train acc |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: (r["dataset"], r["method"], r["seed"], r["epochs"])):
+        train = "—" if r.get("train_acc") is None else f"{r['train_acc']:.1f}"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['seed']} | {r['epochs']} | {r['base']:.2f} | "
+                     f"{r['novel']:.2f} | {r['hm']:.2f} | {train} |")
+    return "\n".join(lines)
+
+
+def render_results(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The markdown between the markers of docs/results.md, from the result files alone."""
+    parts = [BEGIN, ""]
+    if results.get("base2novel"):
+        records = results["base2novel"]
+        runs = len(records)
+        parts += ["### Base-to-novel: all runs pooled", "",
+                  f"{runs} runs. Mean [95% bootstrap interval over the (dataset, seed) runs]; the last column "
+                  "is the paired HM difference to dvpt on the same dataset, seed and few-shot sample "
+                  "(`*`: its interval excludes zero).", "", summary_table(records), "",
+                  "### Base-to-novel: HM per dataset (interval over seeds)", "", per_dataset_table(records), ""]
+    if results.get("budget-curve"):
+        parts += ["### Budget curve (tuning data)", "", curve_table(results["budget-curve"]), ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def update_doc(doc: Path, block: str) -> bool:
+    """Replace the marked block of ``doc`` (appended when absent); True when the file changed."""
+    text = doc.read_text() if doc.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        new = head + block + tail
+    else:
+        new = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    if new == text:
+        return False
+    tmp = doc.with_name(f".{doc.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, doc)
+    return True
