@@ -99,3 +99,32 @@ def test_paper_specs_list_their_runs(spec: str, runs: int, source: str) -> None:
     jobs = load_spec(spec).jobs(["data.root=/data"])
     assert len(jobs) == runs and jobs[0].config["data"]["dataset"] == source
     assert {j.config["backbone"] for j in jobs} == {"openai/clip-vit-base-patch16"}
+
+
+@pytest.mark.parametrize("spec", ["paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot"])
+def test_paper_specs_use_the_fidelity_mode(spec: str) -> None:
+    """No feature cache (so the image path augments at every step) and the official fp16."""
+    configs = {j.name: from_dict(RunConfig, j.config) for j in load_spec(spec).jobs(["data.root=/data"])}
+    assert {(c.cache.enabled, c.precision) for c in configs.values()} == {(False, "fp16")}
+
+
+def test_fidelity_path_draws_a_fresh_crop_of_one_image_every_epoch(tmp_path) -> None:
+    """The image path the paper specs train on: epoch 0 and epoch 1 see different crops of one image."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dvpt.backbones.transforms import train_transform
+    from dvpt.data.base import Datum
+    from dvpt.engine.features import ImageBatches
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    batches = ImageBatches([Datum(str(path), 0, "thing")], train_transform(32), batch_size=1, seed=1)
+    epochs = [[b.images for b in batches.epoch(e)] for e in range(3)]
+    assert all(len(e) == 1 and e[0].shape == (1, 3, 32, 32) for e in epochs)
+    first, second, third = (e[0] for e in epochs)
+    assert not torch.allclose(first, second) and not torch.allclose(second, third)
+    again = [b.images for b in batches.epoch(0)][0]
+    assert torch.equal(first, again)  # a fresh draw per epoch, still reproducible from the seed
