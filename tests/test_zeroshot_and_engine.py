@@ -88,7 +88,10 @@ def test_killed_run_resumes_to_the_same_result(colours_root, tmp_path):
     with pytest.raises(Killed):
         run_training(_coop_cfg(colours_root, epochs=4), tmp_path / "killed", callbacks=[kill_after_two])
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    assert (tmp_path / "killed" / "checkpoint" / "trainer_state.pt").is_file()
+    from dvpt.engine.checkpoint import load_trainer_state
+
+    assert not (tmp_path / "killed" / "checkpoint" / "trainer_state.pt").exists()  # one file, no pickle
+    assert load_trainer_state(tmp_path / "killed" / "checkpoint")["epoch"] == 2
     resumed = run_training(_coop_cfg(colours_root, epochs=4), tmp_path / "killed")
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert resumed["accuracy"] == reference["accuracy"]
@@ -98,6 +101,83 @@ def test_killed_run_resumes_to_the_same_result(colours_root, tmp_path):
     a = load_file(tmp_path / "straight" / "checkpoint" / "learnable.safetensors")
     b = load_file(tmp_path / "killed" / "checkpoint" / "learnable.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_epoch(colours_root, tmp_path, monkeypatch):
+    """A fault while writing epoch 3's checkpoint leaves epoch 2's whole; the resumed run matches."""
+    from dvpt.engine import checkpoint as ckpt_mod
+    from dvpt.engine.checkpoint import load_trainer_state
+
+    reference = run_training(_coop_cfg(colours_root, epochs=4), tmp_path / "straight")
+    real_save_file = ckpt_mod.save_file
+    calls = {"n": 0}
+
+    def failing_save_file(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with open(filename, "wb") as fh:  # half a file, then the disk fills
+                fh.write(b"\x00" * 10)
+            raise OSError(28, "No space left on device")
+        real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", failing_save_file)
+    with pytest.raises(OSError):
+        run_training(_coop_cfg(colours_root, epochs=4), tmp_path / "full")
+    monkeypatch.setattr(ckpt_mod, "save_file", real_save_file)
+    assert load_trainer_state(tmp_path / "full" / "checkpoint")["epoch"] == 2
+    assert not list((tmp_path / "full" / "checkpoint").glob(".*.tmp"))
+    resumed = run_training(_coop_cfg(colours_root, epochs=4), tmp_path / "full")
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["accuracy"] == reference["accuracy"]
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "checkpoint" / "learnable.safetensors")
+    b = load_file(tmp_path / "full" / "checkpoint" / "learnable.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pickled_trainer_state_is_refused_never_loaded(colours_root, tmp_path):
+    """A planted pickle payload in the old trainer_state.pt name never runs; resume says why."""
+    import pickle
+
+    from dvpt.engine.checkpoint import load_trainer_state
+    from dvpt.errors import DvptError
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_one(epoch: int) -> None:
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_training(_coop_cfg(colours_root, epochs=2), tmp_path / "run", callbacks=[kill_after_one])
+    ckpt = tmp_path / "run" / "checkpoint"
+    (ckpt / "trainer_state.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(DvptError, match="trainer_state.pt is a pickled trainer state"):
+        load_trainer_state(ckpt)
+    with pytest.raises(DvptError, match="never loaded"):
+        run_training(_coop_cfg(colours_root, epochs=2), tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_flipped_checkpoint_bytes_are_caught(colours_root, tmp_path):
+    from dvpt.engine.checkpoint import load_trainer_state
+    from dvpt.errors import DvptError
+
+    run_training(_coop_cfg(colours_root, epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint" / "learnable.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # last bytes are tensor data, after the JSON header
+    path.write_bytes(bytes(data))
+    with pytest.raises(DvptError, match="do not match the stored digest"):
+        load_trainer_state(tmp_path / "run" / "checkpoint")
 
 
 def test_base2novel_writes_b_n_hm(colours_root, tmp_path):

@@ -94,15 +94,21 @@ def cached_text_targets(text: micro.MiniLMText, vocab: Vocabulary, templates: Se
     """``text_targets``, kept in the cache: MiniLM is frozen, so they never change for a vocabulary."""
     prompts = [emoji.DATASETS[d].templates[t] for t in templates for d in vocab.dataset_of]
     key = hashlib.sha256(json.dumps([vocab.names, prompts]).encode()).hexdigest()[:16]
-    path = emoji.cache_root(None) / "micro" / f"text-targets-{key}.pt"
+    # safetensors, not a pickle: a cache file planted by someone else can never run code
+    path = emoji.cache_root(None) / "micro" / f"text-targets-{key}.safetensors"
     if path.is_file():
-        return torch.load(path)
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))["targets"]
+        except Exception:  # noqa: BLE001 - a corrupt cache is recomputed, never trusted
+            log.warning("text-target cache %s is unreadable; recomputing it", path)
     targets = text_targets(text, vocab, templates)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(targets, tmp)
-    os.replace(tmp, path)
+    from safetensors.torch import save_file
+
+    from ..engine.io import atomic_write
+
+    atomic_write(path, lambda p: save_file({"targets": targets.contiguous()}, str(p)))
     return targets
 
 

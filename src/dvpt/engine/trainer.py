@@ -20,7 +20,7 @@ import torch
 from ..config.schema import OptimConfig
 from ..errors import ConfigError
 from ..methods.base import Batch, PromptMethod
-from .checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, save_learnable, save_trainer_state
+from .checkpoint import LEARNABLE, load_learnable, load_trainer_state, save_learnable
 from .device import autocast, grad_scaler
 from .progress import progress
 
@@ -116,17 +116,18 @@ class Trainer:
               finalized: bool) -> None:
         if self.checkpoint_dir is None:
             return
-        save_learnable(self.method, self.checkpoint_dir / LEARNABLE, self.metadata | {"epoch": epoch})
-        save_trainer_state(
-            self.checkpoint_dir / TRAINER_STATE,
-            {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "finalized": finalized},
+        # one file, one rename: weights and optimiser state always belong to the same epoch
+        save_learnable(
+            self.method, self.checkpoint_dir / LEARNABLE, self.metadata | {"epoch": epoch},
+            trainer_state={"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history,
+                           "finalized": finalized},
         )
 
     def _resume(self, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]], bool]:
         """(first epoch to run, history so far, whether training already finished)."""
         if self.checkpoint_dir is None:
             return 0, [], False
-        state = load_trainer_state(self.checkpoint_dir / TRAINER_STATE)
+        state = load_trainer_state(self.checkpoint_dir)
         if state is None:
             return 0, [], False
         load_learnable(self.method, self.checkpoint_dir / LEARNABLE)

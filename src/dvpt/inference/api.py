@@ -24,7 +24,7 @@ from ..backbones import Backbone, load_backbone
 from ..config.loader import from_dict
 from ..config.schema import RunConfig
 from ..data.loading import open_image
-from ..engine.checkpoint import LEARNABLE, TRAINER_STATE, load_learnable, load_trainer_state, read_learnable_metadata
+from ..engine.checkpoint import LEARNABLE, load_learnable, load_trainer_state, read_learnable_metadata
 from ..engine.device import autocast, resolve_device
 from ..errors import DvptError
 from ..methods import get_method
@@ -265,7 +265,7 @@ def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False
 
 def _check_finished(run_dir: Path, partial: bool) -> None:
     """A checkpoint from an interrupted run misses the method's ``finalize`` (e.g. weight averaging)."""
-    state = load_trainer_state(run_dir / "checkpoint" / TRAINER_STATE)
+    state = load_trainer_state(run_dir / "checkpoint")
     if state is not None and not state.get("finalized") and not partial:
         raise DvptError(
             f"{run_dir} did not finish training (stopped after epoch {state.get('epoch')}); resume it with "
