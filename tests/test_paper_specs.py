@@ -128,3 +128,34 @@ def test_fidelity_path_draws_a_fresh_crop_of_one_image_every_epoch(tmp_path) -> 
     assert not torch.allclose(first, second) and not torch.allclose(second, third)
     again = [b.images for b in batches.epoch(0)][0]
     assert torch.equal(first, again)  # a fresh draw per epoch, still reproducible from the seed
+
+
+@pytest.mark.parametrize("spec", ["paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot"])
+def test_explain_finds_no_drift_from_the_official_table(spec: str) -> None:
+    from dvpt.sweep.explain import explain
+
+    checks = explain(load_spec(spec), ["data.root=/data"])
+    assert len(checks) >= 16 and all(c.source for c in checks)
+    assert [c for c in checks if c.drift] == []
+
+
+def test_explain_flags_a_spec_that_drifts(tmp_path) -> None:
+    """paper_crossdataset without its MaPLe rule: MaPLe's base-to-novel recipe shows as drift."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from dvpt.sweep.explain import explain
+    from dvpt.sweep.spec import resolve_spec_path
+
+    data = yaml.safe_load(resolve_spec_path("paper_crossdataset").read_text())
+    data["rules"] = [r for r in data["rules"] if r["when"].get("method") != "maple"]
+    path = tmp_path / "drifted.yaml"
+    path.write_text(yaml.safe_dump(data))
+    drift = {(c.key, c.resolved, c.official) for c in explain(load_spec(path), ["data.root=/data"]) if c.drift}
+    assert drift == {("optim.epochs", 5, 2), ("optim.lr", 0.0035, 0.0026), ("options.prompt_depth", 9, 3)}
+    out = subprocess.run([sys.executable, "-m", "dvpt.cli", "sweep", str(path), "--set", "data.root=/data",
+                          "--explain"], capture_output=True, text=True)
+    assert out.returncode == 1 and "DRIFT crossdataset/maple/imagenet/16shot" in out.stdout
+    assert "vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml" in out.stdout

@@ -25,6 +25,12 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         raise DvptError(f"--only {' '.join(args.only)} matches none of the runs of {spec.source}")
     output = Path(args.output or Path("runs") / spec.name)
+    if args.explain:
+        from ..sweep.explain import explain, format_checks
+
+        checks = explain(spec, args.overrides)
+        print(format_checks(checks))
+        return 1 if any(c.drift for c in checks) else 0
     if args.dry_run:
         for job in jobs:
             done = (output / job.name / "metrics.json").is_file()
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("sweep", help="run a grid of runs locally or on a Ray cluster", description=__doc__)
-    parser.add_argument("spec", help="sweep spec YAML, or a shipped one: paper_base2novel, offline_base2novel")
+    parser.add_argument("spec", help="sweep spec YAML, or a shipped one: paper_base2novel, paper_crossdataset, paper_domaingen, paper_fewshot, offline_base2novel")
     parser.add_argument("--output", "-o", help="sweep folder (default: runs/<spec name>)")
     parser.add_argument("--workers", type=int, help="runs at a time (local: default 1; Ray: default what fits)")
     parser.add_argument("--ray", metavar="ADDRESS", help="run on Ray: auto | host:port | ray://host:port | local")
@@ -57,4 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="GLOB",
                         help="run only the runs whose name matches, e.g. 'base2novel/dtd/*'")
     parser.add_argument("--dry-run", action="store_true", help="list the runs (and which are finished); run nothing")
+    parser.add_argument("--explain", action="store_true",
+                        help="print each run's recipe beside the official value and its source; exit 1 on drift")
     parser.set_defaults(func=run)
