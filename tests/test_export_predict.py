@@ -210,6 +210,19 @@ def test_classes_file_and_export_command(b2n: TrainedRun, tmp_path: Path, capsys
     assert json.loads(out)["classes"] == ["scarlet", "lime"]
 
 
+def test_export_never_replaces_an_existing_file_unasked(b2n: TrainedRun, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "mine.dvpt"
+    mine.write_bytes(b"the user's own file")
+    code, _, err = cli(capsys, "export", str(b2n.run_dir), "-o", str(mine))
+    assert_one_line_error(code, err, str(mine), "--force")
+    assert mine.read_bytes() == b"the user's own file"
+    code, _, err = cli(capsys, "export", str(b2n.run_dir), "-o", str(mine), "--force")
+    assert code == 0, err
+    assert torch.equal(read_prompt_file(mine).tensors["prompt_learner.ctx"],
+                       read_prompt_file(b2n.prompt_path).tensors["prompt_learner.ctx"])
+
+
 # ---- errors --------------------------------------------------------------------------------
 def test_unreadable_images_are_reported_and_skipped(b2n: TrainedRun, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:

@@ -12,11 +12,17 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import DvptError
     from ..inference.api import export_prompt
     from ..inference.prompt_file import SUFFIX, read_prompt_file
 
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else Path(run_dir.resolve().name + SUFFIX)
+    if (output.exists() or output.is_symlink()) and not args.force:
+        # the file may be the user's own (another run's prompt): never replaced unasked
+        raise DvptError(f"{output} already exists; choose another --output, or pass --force to replace it")
+    if output.is_dir():
+        raise DvptError(f"{output} is a folder; give --output a file name ending in {SUFFIX}")
     path = export_prompt(run_dir, output, partial=args.partial)
     meta = read_prompt_file(path).meta
     size = path.stat().st_size
@@ -31,4 +37,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "-o", help="the .dvpt file to write (default: ./<run folder name>.dvpt)")
     parser.add_argument("--partial", action="store_true",
                         help="export the last saved epoch of a run that did not finish training")
+    parser.add_argument("--force", action="store_true", help="replace an existing --output file")
     parser.set_defaults(func=run)
