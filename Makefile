@@ -9,7 +9,7 @@ STAMP = .make/installed
 $(STAMP): pyproject.toml
 	$(MAKE) system-deps
 	$(PIP) install --quiet "torch>=2.1" "torchvision>=0.16" || $(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e ".[dev,ray,app]"
+	$(PIP) install --quiet -e ".[dev,ray,app,openclip]"
 	mkdir -p .make && touch $(STAMP)
 
 install: $(STAMP)

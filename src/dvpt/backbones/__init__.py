@@ -15,6 +15,10 @@ def _register_optional() -> None:
         from . import micro  # noqa: F401  (registers micro)
     except ImportError:  # pragma: no cover - micro ships with the package
         pass
+    try:
+        from . import open_clip  # noqa: F401  (registers openclip-tiny-random; needs the [openclip] extra)
+    except ImportError:
+        pass
 
 
 _register_optional()

@@ -1,0 +1,103 @@
+"""open_clip models behind the backbone interface (``openclip-tiny-random``).
+
+Pinned here: the adapter's own text and image loops equal open_clip's ``encode_text`` and
+``encode_image``; prompts reach the towers; the model is frozen; its cache identity is its own;
+and every method trains, exports and predicts on it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("open_clip", reason="the [openclip] extra is not installed")
+
+import dvpt  # noqa: E402
+from conftest import make_colour_folder  # noqa: E402
+from dvpt.backbones import load_backbone  # noqa: E402
+from dvpt.backbones.open_clip import TINY_CONFIG, OpenCLIPBackbone  # noqa: E402
+from dvpt.config import build_config  # noqa: E402
+from dvpt.engine.runner import run_training  # noqa: E402
+from dvpt.engine.session import Session  # noqa: E402
+from dvpt.inference.api import export_prompt  # noqa: E402
+from dvpt.registry import METHODS  # noqa: E402
+
+TEXTS = ["a photo of a red cat.", "dog", "a blurry photo of a large yellow school bus, seen from afar"]
+COLOURS4 = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 20)}
+
+
+@pytest.fixture(scope="module")
+def oc() -> OpenCLIPBackbone:
+    return load_backbone("openclip-tiny-random")
+
+
+def test_text_features_equal_open_clip_encode_text(oc: OpenCLIPBackbone) -> None:
+    ours = oc.encode_text(TEXTS)
+    ref = oc.model.encode_text(oc.tokenizer(TEXTS))
+    assert ours.shape == (3, oc.embed_dim)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_image_features_equal_open_clip_encode_image(oc: OpenCLIPBackbone) -> None:
+    images = torch.randn(2, 3, oc.image_size, oc.image_size, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(oc.encode_image(images), oc.model.encode_image(images), atol=1e-5, rtol=0)
+    torch.testing.assert_close(oc.encode_image(images, []), oc.model.encode_image(images), atol=1e-5, rtol=0)
+    prompts = [torch.randn(2, oc.vision_width) for _ in range(oc.vision_layers)]
+    assert not torch.allclose(oc.encode_image(images, prompts), oc.model.encode_image(images), atol=1e-3)
+
+
+def test_text_deep_prompts_replace_the_prefix(oc: OpenCLIPBackbone) -> None:
+    tokens = oc.tokenize(TEXTS)
+    emb = oc.embed_tokens(tokens.ids)
+    plain = oc.encode_text_embeddings(emb, tokens)
+    prompted = oc.encode_text_embeddings(emb, tokens, [torch.randn(2, oc.text_width)])
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain, atol=1e-3)
+
+
+def test_tokens_end_at_the_end_token(oc: OpenCLIPBackbone) -> None:
+    tokens = oc.tokenize(TEXTS)
+    eot = tokens.ids[torch.arange(len(TEXTS)), tokens.eot_index]
+    assert eot.tolist() == [oc.tokenizer.eot_token_id] * 3
+    assert tokens.ids.shape[1] == int(tokens.lengths.max()) < oc.max_text_length
+
+
+def test_frozen_and_identity_is_its_own(oc: OpenCLIPBackbone) -> None:
+    assert all(not p.requires_grad for p in oc.parameters()) and not oc.model.training
+    again = OpenCLIPBackbone.from_config(TINY_CONFIG, "openclip-tiny-random")
+    other_seed = OpenCLIPBackbone.from_config(TINY_CONFIG, "openclip-tiny-random", seed=1)
+    assert again.identity() == oc.identity()
+    assert other_seed.identity() != oc.identity()
+    assert load_backbone("tiny-random").identity() != oc.identity()
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_colour_folder(tmp_path_factory.mktemp("oc-colours"), COLOURS4, per_class=6, size=24)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_exports_and_predicts(method: str, colours: Path, tmp_path: Path) -> None:
+    cfg = build_config(method=method, flags={
+        "backbone": "openclip-tiny-random", "protocol": "base2novel", "device": "cpu", "precision": "fp32",
+        "data": {"dataset": "folder", "root": str(colours), "shots": 2},
+        "optim": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+    })
+    session = Session(cfg)
+    captured: list = []
+    evaluate = session.evaluate
+
+    def capture(method_obj, items):
+        result = evaluate(method_obj, items)
+        captured.append((list(method_obj.classnames), list(items), result.logits.clone()))
+        return result
+
+    session.evaluate = capture  # type: ignore[method-assign]
+    run_dir = tmp_path / "run"
+    run_training(cfg, run_dir, session=session)
+    prompt = dvpt.load_prompt(export_prompt(run_dir, tmp_path / f"{method}.dvpt"), device="cpu")
+    classes, items, run_logits = captured[0]
+    assert prompt.classnames == classes
+    logits = prompt.logits([d.path for d in items])
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, run_logits, atol=1e-5, rtol=0)
