@@ -101,3 +101,23 @@ def test_app_help_and_missing_prompt(capsys: pytest.CaptureFixture) -> None:
     assert main(["app", "/nonexistent/x.dvpt", "--backbone", "tiny-random"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "x.dvpt" in err[0]
+
+
+def test_runs_tab_report_history_and_export(served) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(served.url, verbose=False)
+    report, picked = client.predict(str(served.run_dir.parent), api_name="/runs")
+    assert "coop" in report and "HM" in report
+    assert picked["value"] == str(served.run_dir)  # the dropdown's update
+    metrics, curves = client.predict(str(served.run_dir), api_name="/history")
+    history = json.loads(metrics)["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    values = {(r[0], r[1]): r[2] for r in curves["data"]}
+    assert values[(2, "loss")] == pytest.approx(history[1]["loss"]) and values[(1, "acc")] == history[0]["acc"]
+    ticked = client.predict(str(served.run_dir), [ZERO_SHOT], api_name="/export")
+    exported = [n for n in served.book.names if n not in (ZERO_SHOT, served.prompt_name)]
+    assert len(exported) == 1 and exported[0] in str(ticked)
+    reference = predict_json(served.prompt_path, served.image)
+    doc = json.loads(client.predict(handle_file(str(served.image)), CLASSES, exported[0], api_name="/classify"))
+    assert probabilities(doc) == pytest.approx(probabilities(reference), abs=1e-4)  # same run, same numbers

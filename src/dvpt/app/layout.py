@@ -81,13 +81,18 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
         return report.markdown(), gr.update(choices=run_dirs, value=run_dirs[0] if run_dirs else None)
 
     def run_history(run_dir: str | None):
+        """The run's ``metrics.json`` (text) and its per-epoch loss and accuracy as one long table."""
+        import pandas as pd
+
         if not run_dir:
-            return None
+            return "", None
         try:
             metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise gr.Error(f"{run_dir}/metrics.json unreadable: {exc}", print_exception=False) from None
-        return metrics
+        rows = [{"epoch": h["epoch"], "series": key, "value": float(h[key])}
+                for h in metrics.get("history", []) for key in ("loss", "acc") if key in h]
+        return json.dumps(metrics, indent=1), pd.DataFrame(rows, columns=["epoch", "series", "value"])
 
     def export_run(run_dir: str | None, chosen: list[str]):
         from ..inference.api import export_prompt
@@ -137,10 +142,11 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
             load = gr.Button("Load report")
             table = gr.Markdown()
             run_pick = gr.Dropdown(label="run", choices=[])
-            history = gr.JSON(label="metrics (history per epoch)")
+            curves = gr.LinePlot(x="epoch", y="value", color="series", label="training curves (loss, accuracy %)")
+            history = gr.Code(label="metrics.json (history per epoch)", language="json")
             export = gr.Button("Export to a prompt file and load it in Classify")
             load.click(load_runs, [folder], [table, run_pick], api_name="runs")
-            run_pick.change(run_history, [run_pick], [history], api_name=False)
+            run_pick.change(run_history, [run_pick], [history, curves], api_name="history")
             export.click(export_run, [run_pick, chosen], [chosen], api_name="export")
         with gr.Tab("API"):
             gr.Markdown("`classify(image, classes, prompt)` from `gradio_client`: one image, class names, "
