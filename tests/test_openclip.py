@@ -101,3 +101,29 @@ def test_every_method_trains_exports_and_predicts(method: str, colours: Path, tm
     logits = prompt.logits([d.path for d in items])
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits, run_logits, atol=1e-5, rtol=0)
+
+
+# ---- openclip:<model>[/<tag>] names ------------------------------------------------------------
+@pytest.mark.parametrize("spec, needles", [
+    ("openclip:NoSuchModel", ["'NoSuchModel'", "list_models"]),
+    ("openclip:ViT-B-32/no_such_tag", ["'no_such_tag'", "openai"]),
+])
+def test_bad_names_give_one_clear_line(spec: str, needles: list, capsys, colours: Path, tmp_path: Path) -> None:
+    from dvpt.cli import main
+
+    code = main(["train", "--method", "coop", "--backbone", spec, "--dataset", "folder", "--root", str(colours),
+                 "--shots", "2", "--epochs", "1", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_untagged_model_is_random_with_a_warning() -> None:
+    from dvpt.backbones.open_clip import load_open_clip
+
+    with pytest.warns(UserWarning, match="random weights"):
+        b = load_open_clip("openclip:ViT-B-32")
+    assert (b.embed_dim, b.text_width, b.vision_width, b.image_size) == (512, 512, 768, 224)
+    torch.testing.assert_close(b.encode_text(TEXTS[:2]), b.model.encode_text(b.tokenizer(TEXTS[:2])), atol=1e-5, rtol=0)

@@ -35,6 +35,15 @@ def load_backbone(name: str, device: str | None = None) -> Backbone:
     if key not in _cache:
         if name in BACKBONES:
             backbone = BACKBONES.get(name)()
+        elif name.startswith("openclip:"):
+            try:
+                from .open_clip import load_open_clip
+            except ImportError:
+                from ..errors import BackboneError
+
+                raise BackboneError(
+                    f"--backbone {name!r} needs open_clip: pip install -e \".[openclip]\"") from None
+            backbone = load_open_clip(name)
         else:
             backbone = hf_clip.load_hf_clip(name)
         _cache[key] = backbone.freeze().to(device)

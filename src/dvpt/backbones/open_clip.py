@@ -130,3 +130,57 @@ def _replace_prefix(hidden: Tensor, prompt: Tensor) -> Tensor:
 @BACKBONES.register("openclip-tiny-random")
 def _openclip_tiny_random(**_: object) -> Backbone:
     return OpenCLIPBackbone.from_config(TINY_CONFIG, "openclip-tiny-random")
+
+
+PREFIX = "openclip:"
+
+
+def load_open_clip(spec: str) -> Backbone:
+    """``openclip:<model>[/<pretrained tag>]``: open_clip's model config, weights by tag.
+
+    Without a tag the weights are random (seeded) and a warning says so; a tag downloads on a
+    connected machine like a transformers hub id. Only CLIP-style towers (a causal text
+    transformer and a patch ViT) are accepted: the adapter runs their blocks itself.
+    """
+    import open_clip
+
+    from ..errors import BackboneError
+
+    body = spec[len(PREFIX):]
+    model_name, _, tag = body.partition("/")
+    known = open_clip.list_models()
+    if model_name not in known:
+        close = [m for m in known if m.lower().startswith(model_name.lower()[:5])][:5]
+        raise BackboneError(
+            f"unknown open_clip model {model_name!r} in --backbone {spec!r}; use one of open_clip.list_models()"
+            + (f", e.g. {', '.join(close)}" if close else " (e.g. openclip:ViT-B-32)")
+        )
+    config = open_clip.get_model_config(model_name)
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    if "hf_model_name" in text or "timm_model_name" in vision or config.get("custom_text"):
+        raise BackboneError(
+            f"open_clip model {model_name!r} uses a timm or Hugging Face tower, which dvpt does not drive yet; "
+            "use a CLIP-style model such as openclip:ViT-B-32 or openclip:ViT-B-16"
+        )
+    if not tag:
+        import warnings
+
+        warnings.warn(
+            f"--backbone {spec!r} has no pretrained tag: random weights (seed 0). Add /<tag> "
+            f"(one of {open_clip.list_pretrained_tags_by_model(model_name)[:4]}) for trained weights.",
+            stacklevel=2,
+        )
+        return OpenCLIPBackbone.from_config(config, spec)
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if tag not in tags:
+        raise BackboneError(
+            f"unknown pretrained tag {tag!r} for open_clip model {model_name!r}; use one of: {', '.join(tags) or 'none'}"
+        )
+    try:
+        model = open_clip.create_model(model_name, pretrained=tag)
+    except Exception as exc:  # noqa: BLE001 - download and load errors, shown as one line
+        raise BackboneError(
+            f"cannot load open_clip weights {spec!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "Without internet, download them once on a connected machine (open_clip caches them) and retry"
+        ) from None
+    return OpenCLIPBackbone(model.eval(), open_clip.get_tokenizer(model_name), spec, config)
