@@ -121,3 +121,15 @@ def test_runs_tab_report_history_and_export(served) -> None:
     reference = predict_json(served.prompt_path, served.image)
     doc = json.loads(client.predict(handle_file(str(served.image)), CLASSES, exported[0], api_name="/classify"))
     assert probabilities(doc) == pytest.approx(probabilities(reference), abs=1e-4)  # same run, same numbers
+
+
+def test_host_warning_and_no_share_link(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import gradio as gr
+
+    launched: list[dict] = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
+    assert main(["app", "--backbone", "tiny-random", "--gallery", "none", "--port", "7999"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    assert main(["app", "--backbone", "tiny-random", "--gallery", "none", "--host", "0.0.0.0"]) == 0
+    assert "WARNING: listening on 0.0.0.0" in capsys.readouterr().err
+    assert [(k["server_name"], k["share"]) for k in launched] == [("127.0.0.1", False), ("0.0.0.0", False)]
