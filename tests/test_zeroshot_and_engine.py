@@ -180,6 +180,38 @@ def test_flipped_checkpoint_bytes_are_caught(colours_root, tmp_path):
         load_trainer_state(tmp_path / "run" / "checkpoint")
 
 
+def test_finished_folder_refuses_another_config(colours_root, tmp_path):
+    from dvpt.errors import DvptError
+
+    first = run_training(_coop_cfg(colours_root, epochs=1), tmp_path / "run")
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    assert run_training(_coop_cfg(colours_root, epochs=1), tmp_path / "run")["accuracy"] == first["accuracy"]
+    with pytest.raises(DvptError, match="holds a finished run with another config"):
+        run_training(_coop_cfg(colours_root, epochs=2), tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+
+
+def test_failed_run_keeps_the_users_empty_folder(colours_root, tmp_path, monkeypatch):
+    """A run failing before its first checkpoint removes only a folder it created itself."""
+    from dvpt.engine import trainer as trainer_mod
+
+    class Boom(Exception):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Boom
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_run_epoch", fail)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(Boom):
+        run_training(_coop_cfg(colours_root, epochs=1), mine)
+    assert mine.is_dir()
+    with pytest.raises(Boom):
+        run_training(_coop_cfg(colours_root, epochs=1), tmp_path / "made")
+    assert not (tmp_path / "made").exists()
+
+
 def test_base2novel_writes_b_n_hm(colours_root, tmp_path):
     m = run_training(_coop_cfg(colours_root, epochs=2, protocol="base2novel"), tmp_path / "b2n")
     assert set(m["evaluations"][0]["classes"]) == {"blue", "cyan", "green"}  # first half of sorted labels

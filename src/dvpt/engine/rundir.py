@@ -36,22 +36,35 @@ class RunDir:
     def finished(self) -> bool:
         return self.metrics_path.is_file()
 
+    def check_same_config(self, cfg: RunConfig) -> bool:
+        """True when the folder already holds a run of exactly ``cfg``; refuses another config.
+
+        Checked for finished runs too: a finished folder must never answer for another run.
+        """
+        existing = self.path / CONFIG
+        if not existing.is_file():
+            return False
+        import yaml
+
+        try:
+            previous = yaml.safe_load(existing.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            raise DvptError(f"{existing} is unreadable ({type(exc).__name__}); choose a new --output") from None
+        if previous != to_dict(cfg):
+            state = "finished run" if self.finished() else "run"
+            raise DvptError(
+                f"{self.path} holds a {state} with another config; choose a new --output, or delete it to start over"
+            )
+        return True
+
     def start(self, cfg: RunConfig) -> None:
         """Create the folder (or re-open it to resume), write config and versions, log to file."""
         config = to_dict(cfg)
         existing = self.path / CONFIG
-        if existing.is_file():
-            import yaml
-
-            previous = yaml.safe_load(existing.read_text())
-            if previous != config:
-                raise DvptError(
-                    f"{self.path} holds a run with another config; choose a new --output, or delete it to start over"
-                )
-        else:
+        if not self.check_same_config(cfg):
             if self.path.exists() and any(self.path.iterdir()):
                 raise DvptError(f"output folder {self.path} is not empty and holds no dvpt run; choose a new --output")
-            self._created = not self.path.exists() or not any(self.path.iterdir())
+            self._created = not self.path.exists()  # a folder the user made is never deleted
             self.path.mkdir(parents=True, exist_ok=True)
             io.write_yaml(existing, config)
             io.write_json(self.path / "env.json", io.environment())
