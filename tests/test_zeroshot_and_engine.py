@@ -212,6 +212,22 @@ def test_failed_run_keeps_the_users_empty_folder(colours_root, tmp_path, monkeyp
     assert not (tmp_path / "made").exists()
 
 
+def test_non_finite_loss_stops_training_naming_the_epoch(colours_root, tmp_path, monkeypatch):
+    from dvpt.engine import trainer as trainer_mod
+    from dvpt.errors import DvptError
+
+    real = trainer_mod.Trainer._run_epoch
+
+    def diverge(self, epoch, optimizer, scaler):
+        out = real(self, epoch, optimizer, scaler)
+        return out | {"loss": float("nan")} if epoch == 1 else out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_run_epoch", diverge)
+    with pytest.raises(DvptError, match="diverged in epoch 2: loss is not finite; lower the learning rate"):
+        run_training(_coop_cfg(colours_root, epochs=3), tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_base2novel_writes_b_n_hm(colours_root, tmp_path):
     m = run_training(_coop_cfg(colours_root, epochs=2, protocol="base2novel"), tmp_path / "b2n")
     assert set(m["evaluations"][0]["classes"]) == {"blue", "cyan", "green"}  # first half of sorted labels

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..config.schema import OptimConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DvptError
 from ..methods.base import Batch, PromptMethod
 from .checkpoint import LEARNABLE, load_learnable, load_trainer_state, save_learnable
 from .device import autocast, grad_scaler
@@ -84,6 +84,12 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             history.append(self._run_epoch(epoch, optimizer, scaler) | {"epoch": epoch + 1, "lr": lr})
+            bad = sorted(k for k, v in history[-1].items() if not math.isfinite(v))
+            if bad:  # stop before a NaN prompt is saved or evaluated as if it were a result
+                raise DvptError(
+                    f"training diverged in epoch {epoch + 1}: {', '.join(bad)} is not finite; lower the learning "
+                    f"rate (now {lr:g}) or train in fp32 (precision {self.precision})"
+                )
             log.info("epoch %d/%d %s", epoch + 1, self.optim.epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k not in ("epoch",)))
             self.method.on_epoch_end(epoch + 1, self.optim.epochs)
