@@ -323,3 +323,49 @@ def test_cli_ablate_writes_run_folders_and_table(colour_root, tmp_path, capsys):
     assert coop["method"] == "coop" and plain["method"] == "dvpt"
     assert (coop["base"], coop["novel"]) == (plain["base"], plain["novel"])  # CE only is CoOp
     assert "| CoOp |" in table and (out / "table.md").read_text() == table
+
+
+# ---- feature: virtual features around prototypes (training only) -------------------------
+def test_feature_bank_covariance_matches_numpy_pooled_within_class():
+    from dvpt.prompts.visual_aug import FeatureBank
+
+    gen = torch.Generator().manual_seed(3)
+    feats = F.normalize(torch.randn(12, 5, generator=gen), dim=-1)
+    labels = torch.arange(12) % 3
+    bank = FeatureBank(5, 4)  # class 3 never seen
+    bank.observe(feats[:6], labels[:6])
+    bank.observe(feats[6:], labels[6:])
+    x = feats.double().numpy()
+    dev = np.concatenate([x[labels.numpy() == c] - x[labels.numpy() == c].mean(0) for c in range(3)])
+    ref = dev.T @ dev / (12 - 3)
+    assert np.allclose(bank.covariance(0.0).numpy(), ref, atol=1e-10)
+    iso = np.eye(5) * np.trace(ref) / 5
+    assert np.allclose(bank.covariance(0.3).numpy(), 0.7 * ref + 0.3 * iso, atol=1e-10)
+    x_v, y_v = bank.sample(2, 0.5, torch.Generator().manual_seed(0))
+    assert y_v.tolist() == [0, 0, 1, 1, 2, 2]  # only seen classes get virtual features
+    assert torch.allclose(x_v.norm(dim=-1), torch.ones(6, dtype=x_v.dtype))
+
+
+def test_feature_aug_at_zero_strength_trains_exactly_like_coop(colour_root):
+    coop = train_classifier(colour_root, "coop", {"ctx_init": "a photo of a"})
+    zero = train_classifier(colour_root, "dvpt", PLAIN | {"ctx_init": "a photo of a", "visual_aug": "feature",
+                                                         "lambda_aug": 0.0})
+    assert torch.equal(coop, zero)
+    on = train_classifier(colour_root, "dvpt", PLAIN | {"ctx_init": "a photo of a", "visual_aug": "feature"})
+    assert not torch.equal(coop, on)
+
+
+def test_feature_aug_test_time_classifier_depends_on_no_image(backbone):
+    method = make(backbone, visual_aug="feature", mi="none")
+    loss = method.losses(feature_batch(backbone))
+    assert torch.isfinite(loss["aug"]) and float(loss["aug"]) > 0
+    with torch.no_grad():
+        before = method.classifier()
+        method.feature_bank.observe(F.normalize(torch.randn(6, backbone.embed_dim), dim=-1), torch.arange(6) % 3)
+        after = method.classifier()
+    assert torch.equal(before, after)  # the bank never reaches the classifier
+
+
+def test_feature_aug_is_listed_by_dvpt_methods(capsys):
+    main(["methods"])
+    assert "feature" in capsys.readouterr().out

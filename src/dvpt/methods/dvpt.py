@@ -14,6 +14,8 @@ trained with
     L_aug = proto:    |h(p_c) - h(t^h_c)|^2                                  (ProtoShift.alignment)
                       (h optionally norm-bounded: |h| < r mean_m |v_m|,      visual_aug.bound_shift)
             mixup:    CE(same-class mixes) + CE(virtual classes)             (visual_aug)
+            feature:  CE(s <norm(p_c + z), t^s>, c), z ~ N(0, Sigma_shrunk)  (visual_aug.FeatureBank)
+                      (training only: the test-time classifier never sees an image)
 
 and inference ``soft``: s <f, t^s>, or ``ensemble``: s <f, (1 - w) t^s + w t^h>.
 docs/method.md maps every equation to the code and says why each default was chosen.
@@ -30,7 +32,7 @@ from torch import Tensor
 from ..backbones.base import Backbone
 from ..errors import ConfigError
 from ..prompts.handcrafted import handcrafted_features
-from ..prompts.visual_aug import ProtoShift, same_class_mixup, virtual_classes
+from ..prompts.visual_aug import FeatureBank, ProtoShift, same_class_mixup, virtual_classes
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
 from ..losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound
@@ -39,7 +41,7 @@ from .zeroshot import select_templates
 CHOICES = {
     "handcrafted": ("dataset", "ensemble"),
     "mi": ("infonce", "iic", "none"),
-    "visual_aug": ("proto", "mixup", "none"),
+    "visual_aug": ("proto", "mixup", "feature", "none"),
     "proto_eval": ("bank", "proxy"),
     "infer": ("soft", "ensemble"),
 }
@@ -55,7 +57,7 @@ class DVPTOptions(CoOpOptions):
     lambda_mi: float = 0.25
     mi_temperature: float = 0.07
     # class-wise visual augmentation
-    visual_aug: str = "proto"  # proto | mixup | none
+    visual_aug: str = "proto"  # proto | mixup | feature | none
     lambda_aug: float = 1.0
     proto_hidden: int = 32
     #: chance that a trained class is conditioned on its text proxy instead of its prototype
@@ -65,6 +67,9 @@ class DVPTOptions(CoOpOptions):
     #: bound on the shift: |h(e)| < proto_max_ratio * mean_m |v_m| (tanh-squashed); 0 = unbounded
     proto_max_ratio: float = 0.0
     mixup_alpha: float = 1.0
+    #: feature: virtual features drawn per seen class per step, and the covariance shrinkage
+    feature_draws: int = 4
+    feature_shrink: float = 0.5
     # inference
     infer: str = "ensemble"  # soft | ensemble
     ensemble_weight: float = 0.75
@@ -79,6 +84,8 @@ def check_options(options: DVPTOptions) -> None:
         raise ConfigError("options.ensemble_weight and options.proxy_prob must lie in [0, 1]")
     if options.mi_temperature <= 0 or options.mixup_alpha <= 0:
         raise ConfigError("options.mi_temperature and options.mixup_alpha must be > 0")
+    if options.feature_draws < 0 or not 0.0 <= options.feature_shrink <= 1.0:
+        raise ConfigError("options.feature_draws must be >= 0 and options.feature_shrink in [0, 1]")
     if options.proto_max_ratio < 0:
         raise ConfigError(f"options.proto_max_ratio must be >= 0 (0 = unbounded shift), got {options.proto_max_ratio}")
 
@@ -95,6 +102,9 @@ class DVPT(CoOp):
         self.proto = None
         if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first
             self.proto = ProtoShift(backbone.embed_dim, backbone.text_width, classnames, options.proto_hidden)
+        self.feature_bank = None
+        if options.visual_aug == "feature":
+            self.feature_bank = FeatureBank(backbone.embed_dim, len(classnames))
         # epochs finished (saved with checkpoints): the method's random draws depend on (seed, epoch)
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
         self._seed = torch.initial_seed()
@@ -157,6 +167,12 @@ class DVPT(CoOp):
                 terms["mi_bound"] = infonce_mi_bound(extra["mi"].detach(), len(self.classnames))
         if opts.visual_aug == "mixup":
             extra["aug"] = self.mixup_loss(feats, batch.labels, soft)
+        if self.feature_bank is not None:
+            self.feature_bank.observe(feats, batch.labels)
+            x_v, y_v = self.feature_bank.sample(opts.feature_draws, opts.feature_shrink, self.generator())
+            if len(y_v):
+                x_v = x_v.to(soft.device, soft.dtype)
+                extra["aug"] = F.cross_entropy(self.logit_scale * x_v @ soft.t(), y_v.to(soft.device))
         if "aug" in extra:
             loss = loss + opts.lambda_aug * extra["aug"]
         terms.update({k: v.detach() for k, v in extra.items()})

@@ -145,3 +145,59 @@ def virtual_classes(
     x_v = mix(feats, feats[partner], lam)[ok]
     t_v = mix(text[labels], text[labels[partner]], lam)[ok]
     return x_v, t_v
+
+
+# ---- feature: virtual features around class prototypes (training only) ----------------
+class FeatureBank(nn.Module):
+    """Class-conditional Gaussian feature augmentation, used only in training.
+
+    Running per-class sums give the prototype ``p_c = mean_i x_i`` and the pooled
+    within-class covariance ``S = sum_c sum_{i in c} (x_i - p_c)(x_i - p_c)' / (N - C_seen)``,
+    shrunk towards isotropy (few shots make ``S`` rank-deficient):
+
+        Sigma = (1 - s) S + s * tr(S) / E * I
+
+    Virtual features of class c are ``x~ = norm(p_c + z)``, ``z ~ N(0, Sigma)``: directions of
+    spread shared by all classes (semantic directions), so the soft prompt learns to cover a
+    class's spread rather than its few shots. ``L_aug = CE(s <x~, t^s>, c)``. Nothing here
+    reaches the test-time classifier: novel classes are scored by ``t^s`` alone.
+    """
+
+    def __init__(self, embed_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("feat_sum", torch.zeros(n_classes, embed_dim, dtype=torch.float64))
+        self.register_buffer("outer_sum", torch.zeros(embed_dim, embed_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros(n_classes, dtype=torch.float64))
+
+    @torch.no_grad()
+    def observe(self, feats: Tensor, labels: Tensor) -> None:
+        """Add a batch of unit-norm features with their labels."""
+        x = feats.detach().to(self.feat_sum.dtype)
+        self.feat_sum.index_add_(0, labels, x)
+        self.outer_sum += x.t() @ x
+        self.count.index_add_(0, labels, torch.ones_like(labels, dtype=self.count.dtype))
+
+    def covariance(self, shrink: float) -> Tensor:
+        """Sigma [E, E]: pooled within-class covariance, shrunk by ``shrink`` towards tr/E * I."""
+        seen = self.count > 0
+        n = float(self.count.sum())
+        means = self.feat_sum[seen] / self.count[seen].unsqueeze(1)
+        # sum_i x x' - sum_c n_c p_c p_c'  =  within-class scatter
+        scatter = self.outer_sum - (means * self.count[seen].unsqueeze(1)).t() @ means
+        s = scatter / max(n - int(seen.sum()), 1.0)
+        dim = s.shape[0]
+        iso = torch.eye(dim, dtype=s.dtype, device=s.device) * (torch.trace(s) / dim)
+        return (1 - shrink) * s + shrink * iso
+
+    def sample(self, n_per_class: int, shrink: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(x~ [K, E] unit-norm, labels [K]) for ``n_per_class`` draws of each seen class."""
+        seen = torch.nonzero(self.count > 0).flatten()
+        if len(seen) == 0 or n_per_class <= 0:
+            return self.feat_sum.new_zeros(0, self.feat_sum.shape[1]), seen.new_zeros(0)
+        means = self.feat_sum / self.count.clamp_min(1).unsqueeze(1)  # rows of unseen classes unused
+        sigma = self.covariance(shrink)
+        evals, evecs = torch.linalg.eigh(sigma)
+        root = evecs * evals.clamp_min(0).sqrt().unsqueeze(0)  # root @ root' = Sigma
+        labels = seen.repeat_interleave(n_per_class)
+        z = torch.randn(len(labels), sigma.shape[0], generator=generator, dtype=sigma.dtype) @ root.t().cpu()
+        return F.normalize(means[labels.to(means.device)] + z.to(means.device), dim=-1), labels
