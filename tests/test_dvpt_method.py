@@ -368,4 +368,29 @@ def test_feature_aug_test_time_classifier_depends_on_no_image(backbone):
 
 def test_feature_aug_is_listed_by_dvpt_methods(capsys):
     main(["methods"])
-    assert "feature" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "visual_aug: proto | mixup | feature | protoview | none" in out
+
+
+@pytest.mark.parametrize("aug", ["feature", "protoview"])
+def test_training_only_aug_at_zero_strength_is_coop_and_changes_training_when_on(colour_root, aug):
+    coop = train_classifier(colour_root, "coop", {"ctx_init": "a photo of a"})
+    base = PLAIN | {"ctx_init": "a photo of a", "visual_aug": aug}
+    assert torch.equal(coop, train_classifier(colour_root, "dvpt", base | {"lambda_aug": 0.0}))
+    assert not torch.equal(coop, train_classifier(colour_root, "dvpt", base))
+
+
+def test_protoview_term_is_infonce_between_soft_view_and_prototypes(backbone):
+    from dvpt.losses.mi import infonce_loss
+
+    method = make(backbone, visual_aug="protoview", mi="none")
+    batch = feature_batch(backbone)
+    got = method.losses(batch)["aug"]
+    with torch.no_grad():
+        protos = F.normalize(torch.stack([F.normalize(batch.features[batch.labels == c].float(), dim=-1).mean(0)
+                                          for c in range(3)]), dim=-1)
+        ref = infonce_loss(method.soft_features(), protos, method.options.mi_temperature)
+        before = method.classifier()
+        method.feature_bank.observe(F.normalize(torch.randn(6, backbone.embed_dim), dim=-1), torch.arange(6) % 3)
+        assert torch.equal(before, method.classifier())
+    assert float(got) == pytest.approx(float(ref), rel=1e-4)

@@ -16,6 +16,8 @@ trained with
             mixup:    CE(same-class mixes) + CE(virtual classes)             (visual_aug)
             feature:  CE(s <norm(p_c + z), t^s>, c), z ~ N(0, Sigma_shrunk)  (visual_aug.FeatureBank)
                       (training only: the test-time classifier never sees an image)
+            protoview: InfoNCE(T^s_seen, P_seen) -- the visual prototypes as a third view
+                      (training only)                                        (mi.infonce_loss)
 
 and inference ``soft``: s <f, t^s>, or ``ensemble``: s <f, (1 - w) t^s + w t^h>.
 docs/method.md maps every equation to the code and says why each default was chosen.
@@ -41,7 +43,7 @@ from .zeroshot import select_templates
 CHOICES = {
     "handcrafted": ("dataset", "ensemble"),
     "mi": ("infonce", "iic", "none"),
-    "visual_aug": ("proto", "mixup", "feature", "none"),
+    "visual_aug": ("proto", "mixup", "feature", "protoview", "none"),
     "proto_eval": ("bank", "proxy"),
     "infer": ("soft", "ensemble"),
 }
@@ -94,7 +96,8 @@ def check_options(options: DVPTOptions) -> None:
 class DVPT(CoOp):
     name = "dvpt"
     Options = DVPTOptions
-    summary = "dual-view MI prompt tuning with class-wise visual augmentation (this package's method)"
+    summary = ("dual-view MI prompt tuning with class-wise visual augmentation (this package's method; "
+               f"visual_aug: {' | '.join(CHOICES['visual_aug'])})")
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
         check_options(options)
@@ -103,7 +106,7 @@ class DVPT(CoOp):
         if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first
             self.proto = ProtoShift(backbone.embed_dim, backbone.text_width, classnames, options.proto_hidden)
         self.feature_bank = None
-        if options.visual_aug == "feature":
+        if options.visual_aug in ("feature", "protoview"):
             self.feature_bank = FeatureBank(backbone.embed_dim, len(classnames))
         # epochs finished (saved with checkpoints): the method's random draws depend on (seed, epoch)
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
@@ -169,10 +172,16 @@ class DVPT(CoOp):
             extra["aug"] = self.mixup_loss(feats, batch.labels, soft)
         if self.feature_bank is not None:
             self.feature_bank.observe(feats, batch.labels)
+        if self.feature_bank is not None and opts.visual_aug == "feature":
             x_v, y_v = self.feature_bank.sample(opts.feature_draws, opts.feature_shrink, self.generator())
             if len(y_v):
                 x_v = x_v.to(soft.device, soft.dtype)
                 extra["aug"] = F.cross_entropy(self.logit_scale * x_v @ soft.t(), y_v.to(soft.device))
+        if self.feature_bank is not None and opts.visual_aug == "protoview":
+            seen = self.feature_bank.count > 0
+            if int(seen.sum()) > 1:
+                protos = self.feature_bank.prototypes()[seen].to(soft.device, soft.dtype)
+                extra["aug"] = infonce_loss(soft[seen.to(soft.device)], protos, opts.mi_temperature)
         if "aug" in extra:
             loss = loss + opts.lambda_aug * extra["aug"]
         terms.update({k: v.detach() for k, v in extra.items()})

@@ -177,6 +177,10 @@ class FeatureBank(nn.Module):
         self.outer_sum += x.t() @ x
         self.count.index_add_(0, labels, torch.ones_like(labels, dtype=self.count.dtype))
 
+    def prototypes(self) -> Tensor:
+        """[C, E] unit-norm class means p_c (zero rows for classes never seen)."""
+        return F.normalize(self.feat_sum / self.count.clamp_min(1).unsqueeze(1), dim=-1)
+
     def covariance(self, shrink: float) -> Tensor:
         """Sigma [E, E]: pooled within-class covariance, shrunk by ``shrink`` towards tr/E * I."""
         seen = self.count > 0
