@@ -74,3 +74,22 @@ def test_identities_differ_between_backbones() -> None:
     names = [n for n in BACKBONES.names() if "b16" not in n]
     ids = {load_backbone(n).identity() for n in names}
     assert len(ids) == len(names)
+
+
+def test_weight_fingerprint_is_exact_and_independent_of_thread_count() -> None:
+    """Cache keys hash the weight bytes: a float sum changed with the thread count (two keys
+    for one model), and it could miss a change that keeps the sum."""
+    from dvpt.backbones.base import weight_fingerprint
+
+    layer = torch.nn.Linear(4096, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = weight_fingerprint(layer)
+        torch.set_num_threads(2)
+        assert weight_fingerprint(layer) == one
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        layer.weight[0, :2] += torch.tensor([1e-3, -1e-3])  # same sum, other weights
+    assert weight_fingerprint(layer) != one

@@ -183,3 +183,18 @@ class Backbone(nn.Module, abc.ABC):
 
     def train(self, mode: bool = True) -> "Backbone":  # noqa: D401 - a frozen backbone stays in eval
         return super().train(False)
+
+
+def weight_fingerprint(module: nn.Module) -> str:
+    """A hash of every parameter's and buffer's name, dtype, shape and bytes.
+
+    Exact on purpose: a float sum of the weights (what this replaced) changes in its last bits
+    with the thread count and the reduction order, so the same model got two cache keys. Bytes
+    are read on the CPU, so the key does not depend on the device either.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

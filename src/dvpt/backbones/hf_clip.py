@@ -22,7 +22,7 @@ from torch import Tensor
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from . import transforms
-from .base import Backbone, CausalTextTower, Tokens
+from .base import Backbone, CausalTextTower, Tokens, weight_fingerprint
 
 
 def _byte_vocab() -> tuple[dict[str, int], list[str]]:
@@ -165,14 +165,10 @@ class HFCLIPBackbone(Backbone):
         return cls(model.eval(), tokenizer, str(name_or_path), mean, std)
 
     def identity_fields(self) -> dict:
-        embedding = self.model.text_model.embeddings.token_embedding.weight
-        patches = self.model.vision_model.embeddings.patch_embedding.weight
         return {
             "name": self.name,
             "config": self.model.config.to_json_string(use_diff=True),
-            # a cheap weight fingerprint: catches two random seeds or two checkpoints; summed on
-            # the CPU, so it does not depend on the device (exported prompts move between them)
-            "weights": [float(w.detach().cpu().double().sum()) for w in (embedding, patches)],
+            "weights": weight_fingerprint(self.model),
         }
 
     # ---- text ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..registry import BACKBONES
 from . import transforms
-from .base import Backbone, Tokens
+from .base import Backbone, Tokens, weight_fingerprint
 
 #: A CLIP small enough for CPU tests, in open_clip's own model-config format.
 TINY_CONFIG: dict = {
@@ -59,12 +59,11 @@ class OpenCLIPBackbone(Backbone):
         return cls(model.eval(), SimpleTokenizer(context_length=config["text_cfg"]["context_length"]), name, config)
 
     def identity_fields(self) -> dict:
-        weights = (self.model.token_embedding.weight, self.model.visual.conv1.weight)
         return {
             "name": self.name,
             "library": "open_clip",
             "config": self.config,
-            "weights": [float(w.detach().cpu().double().sum()) for w in weights],
+            "weights": weight_fingerprint(self.model),
         }
 
     # ---- text ---------------------------------------------------------------------------
