@@ -28,7 +28,10 @@ PLAIN = {"mi": "none", "visual_aug": "none", "infer": "soft"}
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     monkeypatch.setenv("DVPT_NO_PROGRESS", "1")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)  # never leak the thread count into later test files
 
 
 @pytest.fixture(scope="module")

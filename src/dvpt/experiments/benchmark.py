@@ -262,6 +262,20 @@ def curve_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+ABLATION_REFERENCE = "full (defaults)"
+
+
+def selected_row(records: list[dict[str, Any]]) -> str:
+    """The selection rule of a tuning study: the row with the highest mean HM (first on a tie)."""
+    rows = list(dict.fromkeys(r["row"] for r in records))
+    return max(rows, key=lambda row: statistics.fmean(r["hm"] for r in records if r["row"] == row))
+
+
+def row_table(records: list[dict[str, Any]], reference: str) -> str:
+    """``summary_table`` over the rows of a study (records carrying ``row``) instead of methods."""
+    return summary_table([{**r, "method": r["row"]} for r in records], reference).replace("| Method |", "| Row |", 1)
+
+
 def render_results(results: dict[str, list[dict[str, Any]]]) -> str:
     """The markdown between the markers of docs/results.md, from the result files alone."""
     parts = [BEGIN, ""]
@@ -275,6 +289,20 @@ def render_results(results: dict[str, list[dict[str, Any]]]) -> str:
                   "### Base-to-novel: HM per dataset (interval over seeds)", "", per_dataset_table(records), ""]
     if results.get("budget-curve"):
         parts += ["### Budget curve (tuning data)", "", curve_table(results["budget-curve"]), ""]
+    if results.get("visual-aug-select"):
+        records = results["visual-aug-select"]
+        best = selected_row(records)
+        parts += ["### dvpt's visual augmentation: selection on the tuning data", "",
+                  f"{len(records)} runs on {', '.join(sorted({r['dataset'] for r in records}))} (never reported). "
+                  f"Rule: the highest mean HM becomes the default: `{best}`. Last column: paired HM difference "
+                  "to it.", "", row_table(records, best), ""]
+    if results.get("ablation"):
+        records = results["ablation"]
+        parts += ["### dvpt ablation (reported data)", "",
+                  f"{len(records)} runs on {', '.join(sorted({r['dataset'] for r in records}))}, seeds "
+                  f"{', '.join(map(str, sorted({r['seed'] for r in records})))}. Last column: paired HM difference "
+                  "to the full default on the same dataset, seed and few-shot sample.", "",
+                  row_table(records, ABLATION_REFERENCE), ""]
     parts.append(END)
     return "\n".join(parts)
 
