@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         # a fresh interpreter per configuration: CUDA must not be forked, and peaks stay apart
         result = bench._measure_subprocess(case, timeout=600)
         results.append(result)
+        if args.output:  # after every case, so a run cut short keeps what it measured
+            write_json(args.output, results)
         status = result.get("error") or f"{result['seconds'] * 1000:.1f} ms, peak {result['peak_mb']:.0f} MB"
         print(f"  {case.precision} {bench.describe(result)} C={case.classes}: {status}", file=sys.stderr)
-    if args.output:
-        write_json(args.output, results)
     for precision in precisions:
         print(f"\n### {precision}\n")
         mine = [r for r in results if r["precision"] == precision]
