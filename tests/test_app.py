@@ -103,13 +103,22 @@ def test_app_help_and_missing_prompt(capsys: pytest.CaptureFixture) -> None:
     assert len(err) == 1 and "x.dvpt" in err[0]
 
 
-def test_runs_tab_report_history_and_export(served) -> None:
+def test_runs_tab_report_history_and_export(served, tmp_path: Path) -> None:
     from gradio_client import Client, handle_file
 
     client = Client(served.url, verbose=False)
-    report, picked = client.predict(str(served.run_dir.parent), api_name="/runs")
+    before = sorted(p.name for p in served.run_dir.parent.rglob("*"))
+    report, picked, plots = client.predict(str(served.run_dir.parent), api_name="/runs")
     assert "coop" in report and "HM" in report
     assert picked["value"] == str(served.run_dir)  # the dropdown's update
+    from dvpt.report.build import build_report
+    from dvpt.report.plots import figures
+
+    expected = sorted(p.name for p in figures(build_report([served.run_dir.parent]).tables, tmp_path / "figures"))
+    shown = sorted(Path(item["image"]).name for item in plots)  # files the client downloaded
+    assert expected and shown == expected  # every figure dvpt report draws, nothing else
+    assert all(Path(item["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for item in plots)
+    assert sorted(p.name for p in served.run_dir.parent.rglob("*")) == before  # nothing written there
     metrics, curves = client.predict(str(served.run_dir), api_name="/history")
     history = json.loads(metrics)["history"]
     assert [h["epoch"] for h in history] == [1, 2]

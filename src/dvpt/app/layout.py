@@ -1,7 +1,8 @@
 """The page: a Classify tab (images x prompts side by side), a Runs tab, and the ``classify`` endpoint.
 
 Bad input never stops the server: ``DvptError`` becomes a ``gr.Error`` message in the page
-(and an error reply to an API client); nothing is written except prompts the Runs tab exports.
+(and an error reply to an API client); nothing is written except prompts the Runs tab exports
+and the report's figures, drawn into a fresh temporary folder per load.
 """
 from __future__ import annotations
 
@@ -77,8 +78,14 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
             report = build_report([folder])
         except DvptError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        from ..report.plots import figures
+
+        # `dvpt report`'s own figures (HM bars, base-vs-novel, few-shot curves): the same code,
+        # into a temporary folder Gradio may serve from, never into the user's runs folder
+        drawn = figures(report.tables, Path(tempfile.mkdtemp(prefix="dvpt-app-figures-")))
         run_dirs = sorted(str(p.parent) for p in Path(folder).rglob("metrics.json"))
-        return report.markdown(), gr.update(choices=run_dirs, value=run_dirs[0] if run_dirs else None)
+        return (report.markdown(), gr.update(choices=run_dirs, value=run_dirs[0] if run_dirs else None),
+                [str(p) for p in drawn])
 
     def run_history(run_dir: str | None):
         """The run's ``metrics.json`` (text) and its per-epoch loss and accuracy as one long table."""
@@ -141,11 +148,12 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
             folder = gr.Textbox(label="runs folder", value=runs or "", elem_id="runs-folder")
             load = gr.Button("Load report")
             table = gr.Markdown()
+            plots = gr.Gallery(label="report figures (as dvpt report draws them)", columns=2, elem_id="report-figures")
             run_pick = gr.Dropdown(label="run", choices=[])
             curves = gr.LinePlot(x="epoch", y="value", color="series", label="training curves (loss, accuracy %)")
             history = gr.Code(label="metrics.json (history per epoch)", language="json")
             export = gr.Button("Export to a prompt file and load it in Classify")
-            load.click(load_runs, [folder], [table, run_pick], api_name="runs")
+            load.click(load_runs, [folder], [table, run_pick, plots], api_name="runs")
             run_pick.change(run_history, [run_pick], [history, curves], api_name="history")
             export.click(export_run, [run_pick, chosen], [chosen], api_name="export")
         with gr.Tab("API"):
