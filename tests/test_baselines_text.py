@@ -284,7 +284,7 @@ PUBLISHED = {
     "kgcoop": ({"epochs": 100, "batch_size": 128, "lr": 0.002}, {"n_ctx": 4, "weight": 8.0}),
     "prograd": ({"epochs": 100, "batch_size": 32, "lr": 0.002},
                 {"n_ctx": 16, "ctx_init": "template", "lam": 1.0, "temperature": 1.0}),
-    "zeroshot": ({"epochs": 0}, {"templates": "dataset"}),
+    "zeroshot": ({}, {"templates": "dataset"}),
 }
 
 

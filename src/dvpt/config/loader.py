@@ -2,79 +2,42 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from ..errors import ConfigError
+from ..registry import METHODS, PROTOCOLS, Registry, UnknownNameError
+from .fields import check, hints
 from .schema import RunConfig
+
+#: protocols that score the prompt on classes it was not trained on: a class-specific
+#: context (one per training class) has nothing to offer them
+UNSEEN_CLASS_PROTOCOLS = ("base2novel", "crossdataset")
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
-def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Is ``value`` acceptable for ``annotation``? Returns (ok, coerced value)."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing), {})  # noqa: S307 - our own annotations only
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(annotation):
-            ok, coerced = _type_ok(value, arm)
-            if ok:
-                return True, coerced
-        return False, value
-    if annotation is type(None):
-        return value is None, value
-    if annotation is Any:
-        return True, value
-    if annotation is float:
-        if isinstance(value, bool):
-            return False, value
-        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is str:
-        return isinstance(value, str), value
-    if origin in (list, tuple) or annotation in (list, tuple):
-        if isinstance(value, str):  # "a,b" from the command line
-            value = [v for v in value.split(",") if v]
-        return isinstance(value, (list, tuple)), list(value) if isinstance(value, (list, tuple)) else value
-    if origin is dict or annotation is dict:
-        return isinstance(value, Mapping), dict(value) if isinstance(value, Mapping) else value
-    if dataclasses.is_dataclass(annotation):
-        return isinstance(value, Mapping), value
-    return True, value
-
-
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from ``data``; unknown keys and wrong types raise."""
+    """Instantiate dataclass ``cls`` from ``data``; unknown keys and bad values raise,
+    naming the dotted key (``where`` is the prefix, e.g. ``options``)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}; "
+                          f"write {where or 'it'} as key: value lines")
+    types_ = hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
             raise ConfigError(f"unknown config key {path!r}; known: {', '.join(sorted(fields))}")
-        annotation = hints[key]
+        annotation = types_[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = from_dict(annotation, value, path)
-            continue
-        ok, coerced = _type_ok(value, annotation)
-        if not ok:
-            raise ConfigError(f"config key {path!r} expects {_type_name(annotation)}, got {value!r}")
-        kwargs[key] = coerced
+        else:
+            kwargs[key] = check(value, annotation, path)
     return cls(**kwargs)
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", str(annotation))
 
 
 def to_dict(obj: Any) -> dict:
@@ -154,16 +117,33 @@ def build_config(
     if method:
         merged["method"] = method
     cfg = from_dict(RunConfig, merged)
-    validate_method_options(cfg)
+    options = validate_method_options(cfg)
+    check_compatible(cfg, options)
+    cfg.options = to_dict(options)  # every option resolved: the run folder records what ran
     return cfg
 
 
 def validate_method_options(cfg: RunConfig) -> Any:
     """The method's own options dataclass, built from ``cfg.options`` (errors name keys)."""
-    from ..methods import get_method
+    return from_dict(registered(METHODS, cfg.method, "method").Options, cfg.options, "options")
 
-    method_cls = get_method(cfg.method)
-    return from_dict(method_cls.Options, cfg.options, "options")
+
+def registered(registry: Registry, name: str, key: str) -> Any:
+    """``registry.get(name)``; an unknown name is a ConfigError naming ``key`` and the choices."""
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{exc}; set {key} to one of them") from None
+
+
+def check_compatible(cfg: RunConfig, options: Any) -> None:
+    """Refuse a method/options/protocol combination that cannot run, before any work."""
+    registered(PROTOCOLS, cfg.protocol, "protocol")
+    if getattr(options, "class_specific", False) and cfg.protocol in UNSEEN_CLASS_PROTOCOLS:
+        raise ConfigError(
+            f"options.class_specific=true learns one context per training class, and protocol "
+            f"{cfg.protocol!r} evaluates on other classes; set options.class_specific=false or protocol=all"
+        )
 
 
 def flags_from_args(args: Any, mapping: Mapping[str, str]) -> dict:

@@ -4,75 +4,96 @@ Layers, each overriding the one before: dataclass defaults < method preset
 (``presets/methods/<method>.yaml``) < run files (``--config``) < command-line flags <
 ``--set key.path=value``. Unknown keys and wrong types are errors that name the key. The
 resolved config is written into every run folder and checkpoint.
+
+Each field's annotation is its contract (``config.fields``): choices are ``Literal``, ranges
+``Annotated[..., Ge(..)]``; a bad value fails when the config is built, naming its key.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from .fields import Ge, Gt, Matches, Validated
+
+PositiveInt = Annotated[int, Ge(1)]
+NonNegativeInt = Annotated[int, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+Device = Annotated[str, Matches(r"auto|cpu|cuda|cuda:\d+|mps", "one of auto | cpu | cuda | cuda:N | mps")]
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Validated):
     """CoOp's recipe as defaults (SGD, cosine, one constant warm-up epoch at 1e-5)."""
 
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: int = 10
-    batch_size: int = 32
-    scheduler: str = "cosine"  # cosine | constant
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
+    config_key = "optim"
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.002
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: NonNegativeInt = 1
+    warmup_lr: NonNegativeFloat = 1e-5
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Validated):
+    config_key = "data"
+
     dataset: str = "emoji-animals"
     root: str | None = None
-    shots: int = 16
+    shots: PositiveInt = 16
     #: the fewshot protocol runs one training per entry (e.g. [1, 2, 4, 8, 16])
-    shots_list: list = field(default_factory=list)
+    shots_list: list[PositiveInt] = field(default_factory=list)
     #: reader options, e.g. {"domain": "line"} for the emoji benchmark
     options: dict = field(default_factory=dict)
 
 
 @dataclass
-class CacheConfig:
+class CacheConfig(Validated):
     """Frozen-feature cache for methods that leave the image tower untouched."""
+
+    config_key = "cache"
 
     enabled: bool = True
     #: augmented views per training image computed once (K); 0 = the naive path
-    views: int = 8
+    views: NonNegativeInt = 8
     #: where features are stored between runs; None = memory only
     dir: str | None = None
 
 
 @dataclass
-class TextConfig:
+class TextConfig(Validated):
     """How prompts go through the text tower: speed and memory only, the numbers are equal
     (see ``dvpt.prompts.text_encoding``)."""
+
+    config_key = "text"
 
     #: compute the prefix every prompt shares ([start] + shared context) once (causal towers)
     share_prefix: bool = True
     #: classes per text pass, recomputed in backward; 0 = all classes in one pass
-    chunk: int = 0
+    chunk: NonNegativeInt = 0
     #: gradient checkpointing per text block (for many classes on a small GPU)
     checkpoint: bool = False
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Validated):
+    #: a registered method (``dvpt methods``); checked with its options by ``build_config``
     method: str = "coop"
     backbone: str = "micro"
-    #: base2novel | all | crossdataset | domaingen | fewshot
+    #: a registered protocol: base2novel | all | crossdataset | domaingen | fewshot
     protocol: str = "base2novel"
-    seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    eval_batch_size: int = 100
-    threads: int | None = None
+    seed: NonNegativeInt = 1
+    device: Device = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_batch_size: PositiveInt = 100
+    threads: PositiveInt | None = None
     #: target datasets for crossdataset/domaingen protocols
-    targets: list = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 from ..config.schema import RunConfig
 from ..errors import DvptError
+from ..registry import PROTOCOLS
 from .io import read_json
 from .rundir import RunDir
 from .session import Session
@@ -32,8 +33,6 @@ def run_training(
     the folder is created; a run that fails before its first checkpoint leaves nothing.
     A finished folder is not re-run: its metrics are returned.
     """
-    from ..protocols import PROTOCOLS
-
     protocol = PROTOCOLS.get(cfg.protocol)
     rundir = RunDir(output or default_output(cfg))
     if rundir.finished() and rundir.check_same_config(cfg):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone
+from ..config.fields import Validated
 from ..registry import METHODS
 
 
@@ -37,8 +38,10 @@ class Batch:
 
 
 @dataclass
-class NoOptions:
+class NoOptions(Validated):
     """A method without options."""
+
+    config_key = "options"
 
 
 class PromptMethod(nn.Module):

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone, Tokens
+from ..config.fields import Validated
+from ..config.schema import NonNegativeInt, PositiveInt
 from ..prompts.learner import PromptLearner
 from ..prompts.text_encoding import encode_prompts
 from .base import Batch, PromptMethod, register_method
@@ -29,13 +31,15 @@ PROMPT_BUDGET = 4096
 
 
 @dataclass
-class CoCoOpOptions:
-    n_ctx: int = 4
+class CoCoOpOptions(Validated):
+    config_key = "options"
+
+    n_ctx: PositiveInt = 4
     #: initial context words; empty = random N(0, 0.02) with n_ctx vectors
     ctx_init: str = "a photo of a"
     #: images whose C prompts go through the text tower together; 0 = about
     #: PROMPT_BUDGET prompts per call
-    image_chunk: int = 0
+    image_chunk: NonNegativeInt = 0
 
 
 def meta_net(in_dim: int, out_dim: int) -> nn.Sequential:

@@ -11,13 +11,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbones.base import Backbone
+from ..config.fields import Validated
+from ..config.schema import PositiveInt
 from ..prompts.learner import PromptLearner
 from .base import PromptMethod, register_method
 
 
 @dataclass
-class CoOpOptions:
-    n_ctx: int = 4
+class CoOpOptions(Validated):
+    config_key = "options"
+
+    n_ctx: PositiveInt = 4
     #: initial context words; empty = random N(0, 0.02) with n_ctx vectors
     ctx_init: str = "a photo of a"
     class_specific: bool = False

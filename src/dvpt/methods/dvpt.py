@@ -24,72 +24,54 @@ docs/method.md maps every equation to the code and says why each default was cho
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbones.base import Backbone
-from ..errors import ConfigError
+from ..config.fields import Interval
+from ..config.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features
 from ..prompts.visual_aug import FeatureBank, ProtoShift, same_class_mixup, virtual_classes
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
 from ..losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound
-from .zeroshot import select_templates
+from .zeroshot import TemplateChoice, select_templates
 
-CHOICES = {
-    "handcrafted": ("dataset", "ensemble"),
-    "mi": ("infonce", "iic", "none"),
-    "visual_aug": ("proto", "mixup", "feature", "protoview", "none"),
-    "proto_eval": ("bank", "proxy"),
-    "infer": ("soft", "ensemble"),
-}
+Probability = Annotated[float, Interval(ge=0.0, le=1.0)]
+VisualAug = Literal["proto", "mixup", "feature", "protoview", "none"]
 
 
 @dataclass
 class DVPTOptions(CoOpOptions):
     # soft view: CoOp's options (n_ctx, ctx_init, class_specific)
     # hand-crafted view
-    handcrafted: str = "dataset"  # dataset | ensemble
+    handcrafted: TemplateChoice = "dataset"
     # mutual information between the views
-    mi: str = "infonce"  # infonce | iic | none
-    lambda_mi: float = 0.25
-    mi_temperature: float = 0.07
+    mi: Literal["infonce", "iic", "none"] = "infonce"
+    lambda_mi: NonNegativeFloat = 0.25
+    mi_temperature: PositiveFloat = 0.07
     # class-wise visual augmentation
-    visual_aug: str = "proto"  # proto | mixup | feature | none
-    lambda_aug: float = 1.0
-    proto_hidden: int = 32
+    visual_aug: VisualAug = "proto"
+    lambda_aug: NonNegativeFloat = 1.0
+    proto_hidden: PositiveInt = 32
     #: chance that a trained class is conditioned on its text proxy instead of its prototype
-    proxy_prob: float = 0.5
+    proxy_prob: Probability = 0.5
     #: trained classes at test time: their visual prototype (bank) or their text proxy
-    proto_eval: str = "bank"  # bank | proxy
+    proto_eval: Literal["bank", "proxy"] = "bank"
     #: bound on the shift: |h(e)| < proto_max_ratio * mean_m |v_m| (tanh-squashed); 0 = unbounded
-    proto_max_ratio: float = 0.0
-    mixup_alpha: float = 1.0
+    proto_max_ratio: NonNegativeFloat = 0.0
+    mixup_alpha: PositiveFloat = 1.0
     #: feature: virtual features drawn per seen class per step, and the covariance shrinkage
-    feature_draws: int = 4
-    feature_shrink: float = 0.5
+    feature_draws: NonNegativeInt = 4
+    feature_shrink: Probability = 0.5
     # inference
-    infer: str = "ensemble"  # soft | ensemble
-    ensemble_weight: float = 0.75
-
-
-def check_options(options: DVPTOptions) -> None:
-    for key, allowed in CHOICES.items():
-        value = getattr(options, key)
-        if value not in allowed:
-            raise ConfigError(f"options.{key} must be one of {' | '.join(allowed)}, got {value!r}")
-    if not 0.0 <= options.ensemble_weight <= 1.0 or not 0.0 <= options.proxy_prob <= 1.0:
-        raise ConfigError("options.ensemble_weight and options.proxy_prob must lie in [0, 1]")
-    if options.mi_temperature <= 0 or options.mixup_alpha <= 0:
-        raise ConfigError("options.mi_temperature and options.mixup_alpha must be > 0")
-    if options.feature_draws < 0 or not 0.0 <= options.feature_shrink <= 1.0:
-        raise ConfigError("options.feature_draws must be >= 0 and options.feature_shrink in [0, 1]")
-    if options.proto_max_ratio < 0:
-        raise ConfigError(f"options.proto_max_ratio must be >= 0 (0 = unbounded shift), got {options.proto_max_ratio}")
+    infer: Literal["soft", "ensemble"] = "ensemble"
+    ensemble_weight: Probability = 0.75
 
 
 @register_method
@@ -97,10 +79,9 @@ class DVPT(CoOp):
     name = "dvpt"
     Options = DVPTOptions
     summary = ("dual-view MI prompt tuning with class-wise visual augmentation (this package's method; "
-               f"visual_aug: {' | '.join(CHOICES['visual_aug'])})")
+               f"visual_aug: {' | '.join(typing.get_args(VisualAug))})")
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        check_options(options)
         super().__init__(backbone, classnames, templates, options)  # CoOp's prompt learner
         self.proto = None
         if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config.schema import NonNegativeFloat
 from ..prompts.handcrafted import handcrafted_features, method_template
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
@@ -25,7 +26,7 @@ KGCOOP_TEMPLATES: dict[str, str] = {"{} texture.": "a photo of a {}, a type of t
 @dataclass
 class KgCoOpOptions(CoOpOptions):
     #: weight W of the consistency term
-    weight: float = 8.0
+    weight: NonNegativeFloat = 8.0
     #: hand-crafted template with "{}"; empty = the dataset's template (KgCoOp's variant)
     template: str = ""
 

@@ -18,18 +18,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone
+from ..config.fields import Validated
+from ..config.schema import PositiveInt
 from ..prompts.deep import DeepTextPrompts, tower_depth
 from .base import Batch, PromptMethod, register_method
 
 
 @dataclass
-class MaPLeOptions:
+class MaPLeOptions(Validated):
+    config_key = "options"
+
     #: learnable text tokens per prompted block (vision tokens are as many)
-    n_ctx: int = 2
+    n_ctx: PositiveInt = 2
     #: init words; the first n_ctx tokens initialise the context, the rest stay as words
     ctx_init: str = "a photo of a"
     #: J: blocks 0 .. J-1 of each tower carry prompts (clamped to the tower's depth)
-    prompt_depth: int = 9
+    prompt_depth: PositiveInt = 9
     #: false: no vision prompts (text-only deep prompts; depth 1 = CoOp)
     coupling: bool = True
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbones.base import Backbone
+from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features, method_template
 from ..prompts.learner import PromptLearner
 from .base import Batch, cross_entropy_terms, register_method
@@ -46,14 +47,14 @@ PROGRAD_TEMPLATES: dict[str, str] = {
 
 @dataclass
 class ProGradOptions(CoOpOptions):
-    n_ctx: int = 16
+    n_ctx: PositiveInt = 16
     #: "template": the template's words fill the last context vectors, zeros before them;
     #: other words: CoOp's initialisation; empty: random N(0, 0.02)
     ctx_init: str = TEMPLATE_INIT
     #: lambda, how much of the conflicting component is removed (1 = all of it)
-    lam: float = 1.0
+    lam: NonNegativeFloat = 1.0
     #: distillation temperature T
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     #: hand-crafted template with "{}"; empty = the dataset's template (ProGrad's variant)
     template: str = ""
 

@@ -16,13 +16,15 @@ resumed run aggregates exactly as an uninterrupted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone
+from ..config.fields import Validated
+from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..data.templates import IMAGENET_TEMPLATES
 from ..errors import ConfigError
 from ..prompts.deep import DeepTextPrompts, VisionPrompts
@@ -31,20 +33,22 @@ from .base import Batch, PromptMethod, cross_entropy_terms, register_method
 
 
 @dataclass
-class PromptSRCOptions:
-    n_ctx_text: int = 4
-    n_ctx_vision: int = 4
+class PromptSRCOptions(Validated):
+    config_key = "options"
+
+    n_ctx_text: PositiveInt = 4
+    n_ctx_vision: PositiveInt = 4
     ctx_init: str = "a photo of a"
-    depth_text: int = 9
-    depth_vision: int = 9
-    text_loss_weight: float = 25.0
-    image_loss_weight: float = 10.0
-    logits_loss_weight: float = 1.0
+    depth_text: PositiveInt = 9
+    depth_vision: PositiveInt = 9
+    text_loss_weight: NonNegativeFloat = 25.0
+    image_loss_weight: NonNegativeFloat = 10.0
+    logits_loss_weight: NonNegativeFloat = 1.0
     #: frozen text target: imagenet (the 60 IMAGENET_TEMPLATES) | dataset (the dataset's templates)
-    teacher_templates: str = "imagenet"
+    teacher_templates: Literal["imagenet", "dataset"] = "imagenet"
     gpa: bool = True
     gpa_mean: float = 15.0
-    gpa_std: float = 1.0
+    gpa_std: PositiveFloat = 1.0
 
 
 def gpa_weights(epochs: int, mean: float, std: float) -> Tensor:
@@ -108,11 +112,6 @@ class PromptSRC(PromptMethod):
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
         super().__init__(backbone, classnames, templates, options)
-        if options.teacher_templates not in ("imagenet", "dataset"):
-            raise ConfigError(
-                f"options.teacher_templates must be imagenet or dataset, got {options.teacher_templates!r}"
-            )
-        gpa_weights(1, options.gpa_mean, options.gpa_std)  # validates gpa_std before any training
         self.prompts = nn.ModuleDict({
             "text": DeepTextPrompts(backbone, classnames, options.n_ctx_text, options.ctx_init or None,
                                     options.depth_text),

@@ -8,24 +8,28 @@ With ``templates: dataset`` the per-dataset template (CoOp's CUSTOM_TEMPLATES) a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor
 
+from ..config.fields import Validated
 from ..prompts.handcrafted import handcrafted_features
 from .base import PromptMethod, register_method
 
 
+#: which hand-crafted templates: the dataset's own, or all of them averaged
+TemplateChoice = Literal["dataset", "ensemble"]
+
+
 @dataclass
-class ZeroShotOptions:
-    templates: str = "dataset"  # dataset | ensemble
+class ZeroShotOptions(Validated):
+    config_key = "options"
+
+    templates: TemplateChoice = "dataset"
 
 
-def select_templates(templates: list[str], which: str) -> list[str]:
+def select_templates(templates: list[str], which: TemplateChoice) -> list[str]:
     """``dataset`` -> the first (per-dataset) template; ``ensemble`` -> all of them."""
-    if which not in ("dataset", "ensemble"):
-        from ..errors import ConfigError
-
-        raise ConfigError(f"templates must be 'dataset' or 'ensemble', got {which!r}")
     return templates[:1] if which == "dataset" else templates
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..registry import Registry
-
-PROTOCOLS: Registry = Registry("protocol")
+from ..registry import PROTOCOLS
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name != "common":
