@@ -213,10 +213,11 @@ def test_session_uses_cache_unless_method_needs_image_tower(items, tmp_path, mon
 def test_session_text_options_from_config(tmp_path):
     s = session(tmp_path, views=1)
     s.cfg = replace(s.cfg, text=replace(s.cfg.text, chunk=2, checkpoint=True))
-    from dvpt.prompts import text_encoding
+    from dvpt.prompts.text_encoding import TextOptions
 
-    with s.text_options():
-        assert text_encoding.current_options() == text_encoding.TextOptions(True, 2, True)
+    method = Session(s.cfg).build_method(CLASSES, ["a photo of a {}."])
+    assert method.text_options == TextOptions(True, 2, True)
+    assert all(m.text_options == method.text_options for m in method.modules() if hasattr(m, "text_options"))
 
 
 # ---- dvpt bench's report (no timing here: fixed numbers in, text out) ---------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvpt.backbones.base import Tokens
+from dvpt.backbones import text_path
+from dvpt.backbones.base import Backbone, Tokens
 from dvpt.backbones.hf_clip import HFCLIPBackbone
 from dvpt.engine.device import resolve_precision
 from dvpt.errors import ConfigError
-from dvpt.prompts import text_encoding as te
 from dvpt.prompts.learner import PromptLearner, encode_prompts
+from dvpt.prompts.text_encoding import TextOptions
 
 NAMES = ["cat", "golden retriever", "ox", "a very long class name indeed", "yak"]
 ATOL = 2e-5
@@ -18,15 +19,15 @@ ATOL = 2e-5
 
 @pytest.fixture(scope="module")
 def backbone() -> HFCLIPBackbone:
-    torch.set_num_threads(1)
     return HFCLIPBackbone.tiny_random()
 
 
 class NonCausal(HFCLIPBackbone):
-    """The same model seen as a tower without exposed blocks: exercises the generic path."""
+    """The same model through the interface's default (chunks of the plain loop, no prefix
+    sharing): what a backbone without a causal fast path gets."""
 
-    def causal_text_tower(self):
-        return None
+    def encode_text_embeddings(self, *args, **kwargs):
+        return Backbone.encode_text_embeddings(self, *args, **kwargs)
 
 
 def learner(backbone, ctx_init: str = "", class_specific: bool = False, seed: int = 0) -> PromptLearner:
@@ -54,7 +55,7 @@ def full_77(backbone, pl: PromptLearner):
         ids = torch.cat([tokens.ids, pad_ids], dim=1)
         mask = torch.cat([tokens.attention_mask, torch.zeros_like(pad_ids)], dim=1)
         emb = torch.cat([emb, backbone.embed_tokens(pad_ids)], dim=1)
-        return backbone.encode_text_embeddings(emb, Tokens(ids, mask))
+        return backbone.encode_text_plain(emb, Tokens(ids, mask))
     return run
 
 
@@ -69,8 +70,8 @@ def test_prompt_length_is_real_not_77(backbone):
 def test_fast_path_equals_full_77_tokens(backbone, ctx_init, share_prefix):
     pl = learner(backbone, ctx_init)
     ref, ref_grad = features_and_grad(pl, full_77(backbone, pl))
-    with te.text_options(share_prefix=share_prefix):
-        out, grad = features_and_grad(pl, pl)
+    pl.text_options = TextOptions(share_prefix=share_prefix)
+    out, grad = features_and_grad(pl, pl)
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
 
@@ -91,13 +92,13 @@ def test_words_initialised_prompt_equals_library_encoder(backbone):
 def test_prefix_is_used_and_helps(backbone, monkeypatch):
     """The shared-prefix path really runs: the per-class part is shorter than the prompt."""
     seen = []
-    original = te._run_rest
+    original = text_path._run_rest
 
     def spy(tower, per_block, rest, *args):
         seen.append(rest.shape[1])
         return original(tower, per_block, rest, *args)
 
-    monkeypatch.setattr(te, "_run_rest", spy)
+    monkeypatch.setattr(text_path, "_run_rest", spy)
     pl = learner(backbone)
     pl()
     assert seen == [pl.tokens.ids.shape[1] - (1 + pl.n_ctx)]
@@ -122,7 +123,7 @@ def test_deep_prompts_exact(backbone, n_deep, per_class):
     shape = (len(NAMES), n_deep, backbone.text_width) if per_class else (n_deep, backbone.text_width)
     deep = [torch.randn(shape, requires_grad=True) for _ in range(backbone.text_layers - 1)]
     emb = pl.embeddings()
-    ref = backbone.encode_text_embeddings(emb, pl.tokens, deep)
+    ref = backbone.encode_text_plain(emb, pl.tokens, deep)
     ref_grads = torch.autograd.grad(ref.sum(), [pl.ctx, *deep])
     out = encode_prompts(backbone, pl.embeddings(), pl.tokens, deep, prefix_length=1 + pl.n_ctx)
     grads = torch.autograd.grad(out.sum(), [pl.ctx, *deep])
@@ -137,8 +138,8 @@ def test_chunked_equals_unchunked(backbone, causal, chunk):
     bb = backbone if causal else NonCausal(backbone.model, backbone.tokenizer, "tiny-random")
     pl = learner(bb)
     ref, ref_grad = features_and_grad(pl, pl)
-    with te.text_options(chunk=chunk):
-        out, grad = features_and_grad(pl, pl)
+    pl.text_options = TextOptions(chunk=chunk)
+    out, grad = features_and_grad(pl, pl)
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
 
@@ -149,8 +150,8 @@ def test_gradient_checkpointing_equal_gradients(backbone, causal, chunk):
     bb = backbone if causal else NonCausal(backbone.model, backbone.tokenizer, "tiny-random")
     pl = learner(bb)
     ref, ref_grad = features_and_grad(pl, pl)
-    with te.text_options(checkpoint=True, chunk=chunk):
-        out, grad = features_and_grad(pl, pl)
+    pl.text_options = TextOptions(checkpoint=True, chunk=chunk)
+    out, grad = features_and_grad(pl, pl)
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
 
@@ -164,14 +165,18 @@ def test_bf16_autocast_close_to_fp32(backbone):
     assert cos.min() > 0.99
 
 
-def test_options_restore_and_validate():
-    assert te.current_options() == te.TextOptions()
-    with te.text_options(chunk=7) as chosen:
-        assert te.current_options().chunk == 7 == chosen.chunk
-    assert te.current_options().chunk == 0
+def test_options_are_explicit_per_method_and_validated(backbone):
+    """Options live on the method that was given them (no global): a method built next to it
+    keeps the defaults, and every prompt module of the method uses the method's."""
+    from dvpt.methods.maple import MaPLe, MaPLeOptions
+
+    chosen = TextOptions(chunk=7, checkpoint=True)
+    method = MaPLe(backbone, NAMES, ["a photo of a {}."], MaPLeOptions()).set_text_options(chosen)
+    users = [m for m in method.modules() if isinstance(getattr(m, "text_options", None), TextOptions)]
+    assert len(users) >= 2 and all(m.text_options == chosen for m in users)
+    assert learner(backbone).text_options == TextOptions()
     with pytest.raises(ConfigError, match="text.chunk"):
-        with te.text_options(chunk=-1):
-            pass
+        TextOptions(chunk=-1)
 
 
 def test_precision_choice_never_fp16_on_cpu():
@@ -201,19 +206,20 @@ def test_cocoop_prefix_per_image_is_exact(backbone, chunk, checkpoint, monkeypat
         logits = method.logits(batch)
         return logits.detach(), torch.autograd.grad(torch.nn.functional.cross_entropy(logits, batch.labels), params)
 
-    with te.text_options(share_prefix=False):
-        ref, ref_grads = logits_and_grads()
-    with te.text_options(chunk=chunk, checkpoint=checkpoint):  # chunks: all; inside a group; 1; 2 groups
-        out, grads = logits_and_grads()
+    method.set_text_options(TextOptions(share_prefix=False))
+    ref, ref_grads = logits_and_grads()
+    method.set_text_options(TextOptions(chunk=chunk, checkpoint=checkpoint))  # chunks: all; in a group; 1; 2 groups
+    out, grads = logits_and_grads()
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
 
     passes = []  # (rows, tokens) of each pass after the prefixes, in a forward without recompute
-    original = te._run_rest
-    monkeypatch.setattr(te, "_run_rest", lambda tower, per_block, rest, *a: passes.append(tuple(rest.shape[:2]))
-                        or original(tower, per_block, rest, *a))
-    with te.text_options(chunk=chunk), torch.no_grad():
+    original = text_path._run_rest
+    monkeypatch.setattr(text_path, "_run_rest", lambda tower, per_block, rest, *a:
+                        passes.append(tuple(rest.shape[:2])) or original(tower, per_block, rest, *a))
+    method.set_text_options(TextOptions(chunk=chunk))
+    with torch.no_grad():
         method.logits(batch)
     prompt_length = method.prompt_learner.tokens.truncated().ids.shape[1]
     assert {tokens for _, tokens in passes} == {prompt_length - 5}  # [start] + 4 context: once per image

@@ -2,8 +2,10 @@
 
 Methods never reach inside a backbone: they tokenize, embed tokens, splice their learnable
 vectors into the embeddings, and call :meth:`Backbone.encode_text_embeddings`. Deep
-(per-layer) prompts are arguments, never patches inside the wrapped library. The backbone is
-frozen: it holds no learnable state of any method.
+(per-layer) prompts, the shared prefix and the speed options are arguments, never patches
+inside the wrapped library. Each backbone runs its own library's modules in its own module;
+the exact fast paths they share are library-free (``text_path``). The backbone is frozen: it
+holds no learnable state of any method.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .text_path import TextOptions, encode_chunked
 
 
 @dataclass
@@ -54,22 +58,6 @@ class Tokens:
 ImageTransform = Callable[[object], Tensor]
 
 
-@dataclass
-class CausalTextTower:
-    """The parts of a causal, pre-norm text tower (CLIP's), for exact fast paths.
-
-    ``dvpt.prompts.text_encoding`` runs these parts itself to compute a prefix shared by all
-    prompts once and to checkpoint per block. ``blocks`` are shaped like transformers'
-    ``CLIPEncoderLayer`` (``layer_norm1``, ``self_attn`` with ``q/k/v/out_proj``,
-    ``num_heads`` and ``scale``, ``layer_norm2``, ``mlp``).
-    """
-
-    positions: Tensor  # [max_len, D] position embeddings, added to token embeddings
-    blocks: Sequence[nn.Module]
-    final_norm: nn.Module  # applied per token; features are pooled at the end token
-    projection: nn.Module  # pooled hidden state -> joint space
-
-
 class Backbone(nn.Module, abc.ABC):
     """A frozen CLIP-like model seen through the calls prompt tuning needs.
 
@@ -93,7 +81,7 @@ class Backbone(nn.Module, abc.ABC):
     max_text_length: int
     image_size: int
     #: True when the text tower is causal (CLIP): hidden states of a shared prefix are
-    #: identical for every class, so they may be computed once.
+    #: identical for every class, so ``encode_text_embeddings`` computes them once.
     causal_text: bool = False
 
     # ---- text -------------------------------------------------------------------------
@@ -106,29 +94,57 @@ class Backbone(nn.Module, abc.ABC):
         """Token ids [N, L] -> token embeddings [N, L, text_width] (no positions added)."""
 
     @abc.abstractmethod
-    def encode_text_embeddings(
+    def encode_text_plain(
         self,
         embeddings: Tensor,
         tokens: Tokens,
         deep_prompts: Sequence[Tensor] | None = None,
     ) -> Tensor:
-        """Run the text tower on token embeddings and pool: [N, L, D] -> [N, embed_dim].
+        """The text tower's plain loop over the library's own blocks, all rows in one pass:
+        [N, L, D] token embeddings -> [N, embed_dim] features, un-normalised.
 
         ``deep_prompts[j]`` ([n, text_width] or [N, n, text_width]) replaces the hidden
         states at positions ``1 .. n`` of the input to transformer block ``j + 1`` (the input
-        to block 0 is ``embeddings`` itself, where the caller splices its own context).
-        Features are returned un-normalised.
+        to block 0 is ``embeddings`` itself, where the caller splices its own context). This
+        is the reference every fast path is tested against.
         """
+
+    def encode_text_embeddings(
+        self,
+        embeddings: Tensor,
+        tokens: Tokens,
+        deep_prompts: Sequence[Tensor] | None = None,
+        *,
+        shared_prefix: int = 0,
+        prefix_groups: int = 1,
+        options: TextOptions = TextOptions(),
+    ) -> Tensor:
+        """What prompt tuning calls: the same features as :meth:`encode_text_plain`, with
+        less work and bounded memory.
+
+        ``shared_prefix`` is the caller's promise that ``embeddings[:, :shared_prefix]`` is
+        one tensor broadcast to every row of a group (start token + shared context), the N
+        rows being ``prefix_groups`` consecutive groups of equal size (CoOp: one group;
+        CoCoOp: the C class prompts of each image). A causal tower may compute that prefix
+        once per group; the prefix's gradient is taken through each group's first row. 0 = no
+        promise. ``options`` chooses prefix sharing, chunking and checkpointing.
+
+        This default runs :meth:`encode_text_plain` on the real length, in chunks (what any
+        tower can do); a causal backbone overrides it with ``text_path.encode_causal``.
+        """
+        if prefix_groups < 1 or len(tokens) % prefix_groups:
+            raise ValueError(f"{len(tokens)} prompts cannot form {prefix_groups} equal prefix groups")
+        return encode_chunked(self.encode_text_plain, embeddings, tokens, deep_prompts, options)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """Plain text features, the backbone's own encoder path (used for hand-crafted views)."""
         tokens = self.tokenize(texts).to(self.device)
-        return self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens)
+        return self.encode_text_plain(self.embed_tokens(tokens.ids), tokens)
 
-    def causal_text_tower(self) -> CausalTextTower | None:
-        """The text tower's parts when it is causal and pre-norm (enables prefix sharing and
-        per-block checkpointing); None = only ``encode_text_embeddings`` is available."""
-        return None
+    def library_encode_text(self, texts: Sequence[str]) -> Tensor:
+        """The wrapped library's own text encoder on ``texts``, un-normalised (no dvpt loop):
+        the reference ``encode_text`` must equal (a contract test for every backbone)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its library's text encoder")
 
     # ---- images -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -2,8 +2,10 @@
 
 transformers' CLIP text model has no embeddings-in entry point, so this adapter assembles the
 pieces itself (position embeddings, the library's own encoder blocks, final norm, pooling at
-the end-of-text token, projection). Deep prompts are arguments of that loop. Parity with the
-library's ``get_text_features``/``get_image_features`` is pinned by tests.
+the end-of-text token, projection). Deep prompts are arguments of that loop. For the exact
+fast path (shared prefix, chunks, checkpointing; ``text_path``) it describes the library's
+blocks in neutral terms: this module is the only one that knows their attribute names.
+Parity with the library's ``get_text_features``/``get_image_features`` is pinned by tests.
 
 Two ways in:
   * any hub id or local folder of a ``CLIPModel`` (``openai/clip-vit-base-patch16``);
@@ -22,7 +24,9 @@ from torch import Tensor
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from . import transforms
-from .base import Backbone, CausalTextTower, Tokens, weight_fingerprint
+from . import text_path
+from .base import Backbone, Tokens, weight_fingerprint
+from .text_path import CausalTower, PreNormBlock, TextOptions, replace_prefix
 
 
 def _byte_vocab() -> tuple[dict[str, int], list[str]]:
@@ -189,7 +193,7 @@ class HFCLIPBackbone(Backbone):
         mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
         return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
+    def encode_text_plain(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
         text = self.model.text_model
         tokens = tokens.to(embeddings.device)
         length = embeddings.shape[1]
@@ -197,20 +201,33 @@ class HFCLIPBackbone(Backbone):
         mask = self._text_mask(tokens.attention_mask, hidden.dtype)
         for index, layer in enumerate(text.encoder.layers):
             if deep_prompts and 0 < index <= len(deep_prompts):
-                hidden = _replace_prefix(hidden, deep_prompts[index - 1])
+                hidden = replace_prefix(hidden, deep_prompts[index - 1])
             hidden = layer(hidden, mask)
         hidden = text.final_layer_norm(hidden)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.eot_index]
         return self.model.text_projection(pooled)
 
-    def causal_text_tower(self) -> CausalTextTower:
+    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None, *,
+                               shared_prefix: int = 0, prefix_groups: int = 1,
+                               options: TextOptions = TextOptions()) -> Tensor:
+        return text_path.encode_causal(self._causal_tower(), embeddings, tokens, deep_prompts,
+                                       shared_prefix, prefix_groups, options)
+
+    def _causal_tower(self) -> CausalTower:
+        """transformers' ``CLIPEncoderLayer`` blocks in the fast path's neutral terms."""
         text = self.model.text_model
-        return CausalTextTower(
+        return CausalTower(
             positions=text.embeddings.position_embedding.weight,
-            blocks=list(text.encoder.layers),
+            blocks=[_neutral_block(layer) for layer in text.encoder.layers],
             final_norm=text.final_layer_norm,
-            projection=self.model.text_projection,
+            project=self.model.text_projection,
         )
+
+    def library_encode_text(self, texts: Sequence[str]) -> Tensor:
+        enc = self.tokenizer(list(texts), padding="max_length", max_length=self.max_text_length, truncation=True,
+                             return_tensors="pt").to(self.device)
+        out = self.model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return getattr(out, "pooler_output", out)
 
     # ---- images -------------------------------------------------------------------------
     def encode_image(self, images: Tensor, deep_prompts=None) -> Tensor:
@@ -240,11 +257,10 @@ class HFCLIPBackbone(Backbone):
         return self.model.logit_scale.detach().exp()
 
 
-def _replace_prefix(hidden: Tensor, prompt: Tensor) -> Tensor:
-    """Put ``prompt`` ([n, D] or [N, n, D]) at positions 1..n of ``hidden`` ([N, L, D])."""
-    n = prompt.shape[-2]
-    prompt = prompt.to(hidden.dtype).expand(hidden.shape[0], -1, -1)
-    return torch.cat([hidden[:, :1], prompt, hidden[:, 1 + n :]], dim=1)
+def _neutral_block(layer) -> PreNormBlock:
+    attn = layer.self_attn
+    return PreNormBlock(norm_attn=layer.layer_norm1, q=attn.q_proj, k=attn.k_proj, v=attn.v_proj,
+                        heads=attn.num_heads, attn_out=attn.out_proj, norm_mlp=layer.layer_norm2, mlp=layer.mlp)
 
 
 @BACKBONES.register("tiny-random")

@@ -28,6 +28,7 @@ from torchvision.transforms import v2 as T
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from .base import Backbone, Tokens
+from .text_path import replace_prefix
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,6 @@ class MiniLMText(nn.Module):
             tokens = self.tokenize(texts[start : start + batch_size])
             out.append(self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens))
         return torch.cat(out)
-
-
-def replace_prefix(hidden: Tensor, prompt: Tensor) -> Tensor:
-    """Put ``prompt`` ([n, D] or [N, n, D]) at positions 1..n of ``hidden`` ([N, L, D])."""
-    n = prompt.shape[-2]
-    prompt = prompt.to(hidden.dtype).expand(hidden.shape[0], -1, -1)
-    return torch.cat([hidden[:, :1], prompt, hidden[:, 1 + n :]], dim=1)
 
 
 def load_text_tower() -> MiniLMText:
@@ -242,8 +236,16 @@ class MicroBackbone(Backbone):
     def embed_tokens(self, ids: Tensor) -> Tensor:
         return self.text.embed_tokens(ids)
 
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
+    def encode_text_plain(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
         return self.text.encode_text_embeddings(embeddings, tokens, deep_prompts)
+
+    def library_encode_text(self, texts: Sequence[str]) -> Tensor:
+        """transformers' own ``BertModel`` forward, mean-pooled over real tokens as
+        sentence-transformers pools this model."""
+        tokens = self.tokenize(texts).to(self.device)
+        hidden = self.text.bert(input_ids=tokens.ids, attention_mask=tokens.attention_mask).last_hidden_state
+        weights = tokens.attention_mask[:, :, None].to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-9)
 
     def encode_image(self, images: Tensor, deep_prompts=None) -> Tensor:
         return self.vision(images.to(self.device), deep_prompts)

@@ -3,19 +3,23 @@
 open_clip's text tower has no embeddings-in entry point either, so this adapter runs the
 library's own pieces (position embeddings, residual blocks with the causal mask, final norm,
 pooling at the end-of-text token, projection); deep prompts are arguments of that loop, as in
-``hf_clip``. The tower is not exposed as a ``CausalTextTower``, so prompt encoding takes the
-plain path (no prefix sharing) for these models.
+``hf_clip``. For the exact fast path (shared prefix, chunks, checkpointing; ``text_path``) it
+describes open_clip's ``ResidualAttentionBlock`` in neutral terms: this module is the only one
+that knows open_clip's attribute names.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from ..errors import BackboneError
 from ..registry import BACKBONES
-from . import transforms
+from . import text_path, transforms
 from .base import Backbone, Tokens, weight_fingerprint
+from .text_path import CausalTower, PreNormBlock, TextOptions, replace_prefix
 
 #: A CLIP small enough for CPU tests, in open_clip's own model-config format.
 TINY_CONFIG: dict = {
@@ -45,6 +49,7 @@ class OpenCLIPBackbone(Backbone):
         self.vision_layers = int(vc["layers"])
         self.max_text_length = int(tc["context_length"])
         self.image_size = int(vc["image_size"])
+        _check_driveable(model, name)
         self.freeze()
 
     @classmethod
@@ -69,13 +74,16 @@ class OpenCLIPBackbone(Backbone):
     # ---- text ---------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         ids = self.tokenizer(list(texts)).long()
-        mask = (ids != 0).long()
+        # real tokens end at the end-of-text token, where open_clip pools (its argmax: the
+        # largest id); not ``ids != 0``, since id 0 is also the token of "!"
+        end = ids.argmax(dim=1, keepdim=True)
+        mask = (torch.arange(ids.shape[1])[None] <= end).long()
         return Tokens(ids, mask).truncated()
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
         return self.model.token_embedding(ids.to(self.device))
 
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
+    def encode_text_plain(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None) -> Tensor:
         model = self.model
         tokens = tokens.to(embeddings.device)
         length = embeddings.shape[1]
@@ -83,11 +91,36 @@ class OpenCLIPBackbone(Backbone):
         mask = model.attn_mask[:length, :length].to(hidden.device, hidden.dtype)
         for index, block in enumerate(model.transformer.resblocks):
             if deep_prompts and 0 < index <= len(deep_prompts):
-                hidden = _replace_prefix(hidden, deep_prompts[index - 1])
+                hidden = replace_prefix(hidden, deep_prompts[index - 1])
             hidden = block(hidden, attn_mask=mask)
         hidden = model.ln_final(hidden)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.eot_index]
-        return pooled @ model.text_projection
+        return self._project(pooled)
+
+    def _project(self, pooled: Tensor) -> Tensor:
+        projection = self.model.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+
+    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None, *,
+                               shared_prefix: int = 0, prefix_groups: int = 1,
+                               options: TextOptions = TextOptions()) -> Tensor:
+        return text_path.encode_causal(self._causal_tower(), embeddings, tokens, deep_prompts,
+                                       shared_prefix, prefix_groups, options)
+
+    def _causal_tower(self) -> CausalTower:
+        """open_clip's text ``ResidualAttentionBlock``s in the fast path's neutral terms."""
+        model = self.model
+        return CausalTower(
+            positions=model.positional_embedding,
+            blocks=[_neutral_block(block) for block in model.transformer.resblocks],
+            final_norm=model.ln_final,
+            project=self._project,
+        )
+
+    def library_encode_text(self, texts: Sequence[str]) -> Tensor:
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
 
     # ---- images -------------------------------------------------------------------------
     def encode_image(self, images: Tensor, deep_prompts=None) -> Tensor:
@@ -119,11 +152,36 @@ class OpenCLIPBackbone(Backbone):
         return self.model.logit_scale.detach().exp()
 
 
-def _replace_prefix(hidden: Tensor, prompt: Tensor) -> Tensor:
-    """Put ``prompt`` ([n, D] or [N, n, D]) at positions 1..n of ``hidden`` ([N, L, D])."""
-    n = prompt.shape[-2]
-    prompt = prompt.to(hidden.dtype).expand(hidden.shape[0], -1, -1)
-    return torch.cat([hidden[:, :1], prompt, hidden[:, 1 + n :]], dim=1)
+def _neutral_block(block) -> PreNormBlock:
+    """q, k and v are slices of ``nn.MultiheadAttention``'s packed input projection; the layer
+    scales (identity unless the config sets ``ls_init_value``) belong to the residual updates."""
+    attn = block.attn
+    width = attn.embed_dim
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+
+    def part(index: int):
+        rows = slice(index * width, (index + 1) * width)
+        return lambda x: F.linear(x, weight[rows], None if bias is None else bias[rows])
+
+    return PreNormBlock(norm_attn=block.ln_1, q=part(0), k=part(1), v=part(2), heads=attn.num_heads,
+                        attn_out=lambda x: block.ls_1(attn.out_proj(x)), norm_mlp=block.ln_2,
+                        mlp=lambda x: block.ls_2(block.mlp(x)))
+
+
+def _check_driveable(model, name: str) -> None:
+    """Refuse towers this adapter's loop would encode differently from open_clip's own."""
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+    problem = None
+    if blocks is None or getattr(model, "attn_mask", None) is None:
+        problem = "its text tower is not a causal transformer"
+    elif getattr(model, "text_pool_type", "argmax") != "argmax":
+        problem = f"it pools text at {model.text_pool_type!r}, not at the end-of-text token"
+    elif not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and not hasattr(b, "ln_1_kv")
+                 for b in blocks):
+        problem = "its text blocks are not open_clip's standard residual attention blocks"
+    if problem:
+        raise BackboneError(f"open_clip model {name!r} cannot be used: {problem}; "
+                            "use a CLIP-style model such as openclip:ViT-B-32 or openclip:ViT-B-16")
 
 
 @BACKBONES.register("openclip-tiny-random")
@@ -142,8 +200,6 @@ def load_open_clip(spec: str) -> Backbone:
     transformer and a patch ViT) are accepted: the adapter runs their blocks itself.
     """
     import open_clip
-
-    from ..errors import BackboneError
 
     body = spec[len(PREFIX):]
     model_name, _, tag = body.partition("/")

@@ -68,7 +68,7 @@ class CacheConfig(Validated):
 @dataclass
 class TextConfig(Validated):
     """How prompts go through the text tower: speed and memory only, the numbers are equal
-    (see ``dvpt.prompts.text_encoding``)."""
+    (see ``dvpt.backbones.text_path``)."""
 
     config_key = "text"
 

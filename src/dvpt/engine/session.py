@@ -18,7 +18,7 @@ from ..data.base import DatasetSplits, Datum
 from ..data.sampling import sample_few_shot
 from ..methods import get_method
 from ..methods.base import PromptMethod
-from ..prompts.text_encoding import TextOptions, text_options
+from ..prompts.text_encoding import TextOptions
 from .cache import FeatureStore
 from .device import resolve_device, resolve_precision
 from .evaluate import EvalResult, evaluate
@@ -43,6 +43,7 @@ class Session:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.method_cls = get_method(cfg.method)
         self.options = from_dict(self.method_cls.Options, cfg.options, "options")
+        self.text_options = TextOptions(cfg.text.share_prefix, cfg.text.chunk, cfg.text.checkpoint)
         self.backbone = load_backbone(cfg.backbone, str(self.device))
         self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size, cache_dir=cfg.cache.dir)
 
@@ -58,7 +59,7 @@ class Session:
     def build_method(self, classnames: Sequence[str], templates: Sequence[str]) -> PromptMethod:
         seed_everything(self.cfg.seed)
         method = self.method_cls(self.backbone, classnames, templates, self.options)
-        return method.to(self.device)
+        return method.set_text_options(self.text_options).to(self.device)
 
     def train(
         self,
@@ -82,14 +83,7 @@ class Session:
                       "templates": list(method.templates)},
             epoch_callbacks=list(callbacks),
         )
-        with self.text_options():
-            return trainer.fit()
+        return trainer.fit()
 
     def evaluate(self, method: PromptMethod, items: Sequence[Datum]) -> EvalResult:
-        with self.text_options():
-            return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)
-
-    def text_options(self):
-        """The run's text-tower options (prefix sharing, chunks, checkpointing) as a context."""
-        text = self.cfg.text
-        return text_options(TextOptions(text.share_prefix, text.chunk, text.checkpoint))
+        return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)

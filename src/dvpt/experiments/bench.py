@@ -50,7 +50,7 @@ class Case:
     precision: str = "fp32"
     device: str = "cpu"
     repeats: int = 2
-    #: text options (see dvpt.prompts.text_encoding)
+    #: text options (``dvpt.backbones.text_path.TextOptions`` fields)
     text: dict = field(default_factory=dict)
     #: text cases: run the text tower as the reference code does (77 tokens, plain loop)
     reference_text: bool = False
@@ -125,7 +125,7 @@ def run_case(case: Case) -> dict:
     from ..backbones import load_backbone
     from ..engine.device import autocast
     from ..methods.coop import CoOp, CoOpOptions
-    from ..prompts.text_encoding import TextOptions, text_options
+    from ..prompts.text_encoding import TextOptions
 
     torch.set_num_threads(case.threads)
     os.environ.setdefault("DVPT_NO_PROGRESS", "1")
@@ -139,12 +139,13 @@ def run_case(case: Case) -> dict:
         method = CoCoOp(backbone, names, templates, CoCoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
     else:
         method = CoOp(backbone, names, templates, CoOpOptions(n_ctx=case.n_ctx, ctx_init="")).to(device)
+    method.set_text_options(TextOptions(**case.text))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if case.reference_text:  # the reference trainer's text pass, wherever the method asks for text features
         method.prompt_learner.forward = _padded_77(method.prompt_learner)
     result = {"rss_before_mb": _rss_mb()}
-    with text_options(TextOptions(**case.text)), autocast(device, case.precision):
+    with autocast(device, case.precision):
         if case.kind == "epoch":
             result |= _epoch(case, backbone, method, device)
         elif case.kind == "text":
@@ -246,7 +247,7 @@ def _padded_77(learner):
 
     def run():
         embeddings = torch.cat([learner.embeddings(), pad_embeddings], dim=1)
-        return backbone.encode_text_embeddings(embeddings, full.to(embeddings.device))
+        return backbone.encode_text_plain(embeddings, full.to(embeddings.device))
 
     return run
 

@@ -29,6 +29,7 @@ from ..engine.device import autocast, resolve_device
 from ..errors import DvptError
 from ..methods import get_method
 from ..methods.base import Batch, PromptMethod
+from ..prompts.text_encoding import TextOptions
 from .prompt_file import PromptFileError, PromptMeta, read_prompt_file, write_prompt_file
 from ..registry import UnknownNameError
 
@@ -156,8 +157,12 @@ def load_prompt(
     device: str | None = None,
     precision: str = "fp32",
     check_backbone: bool = True,
+    text_options: TextOptions = TextOptions(),
 ) -> TunedPrompt:
     """Load a ``.dvpt`` prompt file onto the backbone it names (or ``backbone``).
+
+    ``text_options`` (chunks, prefix sharing) bound memory when encoding many class names;
+    they never change the numbers.
 
     The backbone must be the one the prompt was tuned on (same ``identity()``): context
     vectors only mean something in the embedding space they were learned in. Pass
@@ -181,7 +186,7 @@ def load_prompt(
         verify_backbone(path, meta, model)
     with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten; keep the caller's RNG
         method = method_cls(model, meta.classnames, meta.templates, options)
-    method.to(model.device)
+    method.set_text_options(text_options).to(model.device)
     load_state(method, loaded.tensors, path)
     method.load_inference_state(meta.inference_state)
     return TunedPrompt(method, meta, precision)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone
+from ..backbones.text_path import TextOptions
 from ..config.fields import Validated
 from ..registry import METHODS
 
@@ -54,6 +55,8 @@ class PromptMethod(nn.Module):
     uses_image_tower: ClassVar[bool] = False
     #: one line for ``dvpt methods``
     summary: ClassVar[str] = ""
+    #: how prompts go through the text tower (speed and memory, never the result)
+    text_options: TextOptions = TextOptions()
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
         super().__init__()
@@ -69,6 +72,18 @@ class PromptMethod(nn.Module):
     @property
     def logit_scale(self) -> Tensor:
         return self.backbone.logit_scale
+
+    def set_text_options(self, options: TextOptions) -> "PromptMethod":
+        """Use ``options`` in every text-tower call of this method and its prompt modules.
+
+        Set once by whoever builds the method (the session from ``cfg.text``, ``dvpt bench``,
+        ``load_prompt``), so training, evaluation, transfer targets and the API all encode
+        prompts the same way, with no global state to leak between runs.
+        """
+        for module in self.modules():
+            if isinstance(getattr(module, "text_options", None), TextOptions):
+                module.text_options = options
+        return self
 
     # ---- class set ------------------------------------------------------------------
     def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:

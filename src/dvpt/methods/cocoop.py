@@ -92,7 +92,7 @@ class CoCoOp(PromptMethod):
         tokens = Tokens(learner.tokens.ids.repeat(n_images, 1), learner.tokens.attention_mask.repeat(n_images, 1))
         # [start] + (v + pi(x)) is the same for the C prompts of one image: a prefix per image
         text = encode_prompts(self.backbone, embeddings, tokens, prefix_length=learner.shared_prefix_length,
-                              prefix_groups=n_images)
+                              prefix_groups=n_images, options=self.text_options)
         text = F.normalize(text.float(), dim=-1)
         text = text.view(n_images, n_classes, -1)
         return self.logit_scale * torch.einsum("be,bce->bc", feats, text)

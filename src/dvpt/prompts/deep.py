@@ -28,7 +28,7 @@ from ..backbones.base import Backbone
 from ..errors import ConfigError
 from .handcrafted import readable
 from .learner import PLACEHOLDER
-from .text_encoding import encode_prompts
+from .text_encoding import TextOptions, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def normal_prompts(count: int, n_tokens: int, width: int, std: float = 0.02) -> 
 
 class DeepTextPrompts(nn.Module):
     """Input context ``ctx`` [M, D] plus ``deep`` prompts for text blocks 1 .. J-1."""
+
+    #: how its prompts go through the text tower; set by ``PromptMethod.set_text_options``
+    text_options: TextOptions = TextOptions()
 
     def __init__(
         self,
@@ -115,7 +118,7 @@ class DeepTextPrompts(nn.Module):
         shared too), so a causal tower may compute that prefix once.
         """
         return encode_prompts(self.backbone, self.embeddings(), self.tokens, list(self.deep),
-                              prefix_length=1 + self.n_ctx)
+                              prefix_length=1 + self.n_ctx, options=self.text_options)
 
 
 class VisionPrompts(nn.Module):
