@@ -82,7 +82,7 @@ def test_no_prompts_equal_library_features(tiny):
     ref = ref if torch.is_tensor(ref) else ref.pooler_output
     emb = tiny.embed_tokens(tokens.ids)
     for empty in (None, [], [torch.zeros(0, tiny.text_width)]):
-        assert torch.equal(tiny.encode_text_embeddings(emb, tokens, empty), ref)
+        assert torch.equal(tiny.encode_text_plain(emb, tokens, empty), ref)
     images = images_for(tiny)
     ref = tiny.model.get_image_features(pixel_values=images)
     ref = ref if torch.is_tensor(ref) else ref.pooler_output
@@ -127,13 +127,14 @@ def test_vision_prompts_change_features_and_carry_gradients(backbone):
 
 
 def test_text_prompt_only_touches_its_block_and_positions(tiny):
-    """A prompt for block 1 leaves block 0 untouched, and (causal tower) position 0 everywhere."""
+    """A prompt for block 1 leaves block 0 untouched, and (causal tower) position 0 everywhere
+    (the plain loop over the library's blocks; the fast path is checked against it)."""
     emb, tokens = text_inputs(tiny)
     layers = tiny.model.text_model.encoder.layers
     with capture(layers) as plain:
-        tiny.encode_text_embeddings(emb, tokens)
+        tiny.encode_text_plain(emb, tokens)
     with capture(layers) as prompted:
-        tiny.encode_text_embeddings(emb, tokens, prompts(2, tiny.text_width, 1))
+        tiny.encode_text_plain(emb, tokens, prompts(2, tiny.text_width, 1))
     assert torch.equal(prompted[0], plain[0])  # block 0 runs before the prompt enters
     for a, b in zip(prompted[1:], plain[1:]):
         assert torch.equal(a[:, 0], b[:, 0])  # start token cannot see later positions
@@ -145,12 +146,12 @@ def test_text_prompt_replaces_positions_one_to_n(tiny):
     emb, tokens = text_inputs(tiny)
     layers = tiny.model.text_model.encoder.layers
     with capture(layers, pre=True) as inputs:
-        plain = tiny.encode_text_embeddings(emb, tokens)
+        plain = tiny.encode_text_plain(emb, tokens)
     same = inputs[1][:, 1:3]  # [N, 2, D]: per-text prompt
-    assert torch.allclose(tiny.encode_text_embeddings(emb, tokens, [same]), plain, atol=1e-6)
+    assert torch.allclose(tiny.encode_text_plain(emb, tokens, [same]), plain, atol=1e-6)
     other = same.clone()
     other[:, 1] = torch.randn(other[:, 1].shape, generator=torch.Generator().manual_seed(3))  # position 2 differs
-    assert not torch.allclose(tiny.encode_text_embeddings(emb, tokens, [other]), plain, atol=1e-4)
+    assert not torch.allclose(tiny.encode_text_plain(emb, tokens, [other]), plain, atol=1e-4)
 
 
 def test_vision_prompt_replaces_the_appended_tokens(tiny):

@@ -27,7 +27,7 @@ from torchvision.transforms import v2 as T
 
 from ..errors import BackboneError
 from ..registry import BACKBONES
-from .base import Backbone, Tokens
+from .base import Backbone, Tokens, weight_fingerprint
 from .text_path import replace_prefix
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,9 @@ class MicroBackbone(Backbone):
         self.freeze()
 
     def identity_fields(self) -> dict:
-        return {"name": self.name, "weights": self.fingerprint, "vision": asdict(self.vision.config)}
+        # the tensors themselves, too: MiniLM comes from another package, whose weights may change
+        return {"name": self.name, "weights": self.fingerprint, "vision": asdict(self.vision.config),
+                "tensors": weight_fingerprint(self)}
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         return self.text.tokenize(texts)
