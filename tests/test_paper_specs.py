@@ -62,6 +62,12 @@ ROWS: list[tuple[str, str, str, int, dict[str, Any], str]] = [
      "ProGrad scripts/base2new_train_prograd.sh (LAMBDA=1.0)"),
     ("paper_fewshot", "prograd", "caltech101", 16, {"options.lam": 1.0},
      "ProGrad scripts/base2new_train_prograd.sh (LAMBDA=1.0)"),
+] + [
+    (spec, "prograd", dataset, shots,
+     {"options.n_ctx": 16, "options.ctx_init": "template", "options.count_words": True, "options.fp32_teacher": True},
+     "ProGrad trainers/prograd.py: words counted with split(' '), teacher clip_model.float()")
+    for spec, dataset, shots in [("paper_base2novel", "oxford_pets", 16), ("paper_crossdataset", "imagenet", 16),
+                                 ("paper_domaingen", "imagenet", 16), ("paper_fewshot", "food101", 1)]
 ]
 
 

@@ -16,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
     splits = session.load_dataset(args.dataset, args.root, options)
     splits = subsample_classes(splits, args.subset)
     method.set_classnames(splits.classnames, splits.templates)
+    method.set_dataset(splits.name)
     result = session.evaluate(method, splits.test)
     print(json.dumps({"run": str(args.run_dir), "dataset": splits.name, "subset": args.subset,
                       "accuracy": result.accuracy, "num_images": result.num_images}, indent=2))

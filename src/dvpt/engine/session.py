@@ -57,8 +57,10 @@ class Session:
 
     # ---- method -----------------------------------------------------------------------
     def build_method(self, classnames: Sequence[str], templates: Sequence[str]) -> PromptMethod:
+        """The configured method for ``classnames``, told which dataset they come from."""
         seed_everything(self.cfg.seed)
         method = self.method_cls(self.backbone, classnames, templates, self.options)
+        method.set_dataset(self.cfg.data.dataset)
         return method.set_text_options(self.text_options).to(self.device)
 
     def train(

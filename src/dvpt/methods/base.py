@@ -64,6 +64,10 @@ class PromptMethod(nn.Module):
         self.options = options
         self.templates = list(templates) or ["a photo of a {}."]
         self.classnames = list(classnames)
+        #: registered name of the dataset the classes come from ("" = unknown), set by the
+        #: session from the run's config (and per target by the transfer protocols); only an
+        #: official recipe that depends on the dataset reads it (zero-shot's ImageNet ensemble)
+        self.dataset = ""
 
     @property
     def backbone(self) -> Backbone:
@@ -91,6 +95,10 @@ class PromptMethod(nn.Module):
         self.classnames = list(classnames)
         if templates:
             self.templates = list(templates)
+
+    def set_dataset(self, name: str) -> None:
+        """Name the dataset the current classes come from (a registered dataset name)."""
+        self.dataset = name
 
     # ---- features ---------------------------------------------------------------------
     def image_features(self, batch: Batch) -> Tensor:

@@ -9,7 +9,11 @@ Per parameter, with g = grad L_ce and k = grad L_kl (the "general direction"):
     g <- g - lambda * (g . k^) k^    if cos(g, k) < 0,   k^ = k / |k|
 
 and only g is applied. Context: 16 vectors, the template's words in the last positions and
-zeros before them (ProGrad's initialisation).
+zeros before them (ProGrad's initialisation). With ``count_words`` the words are counted as
+ProGrad's code counts them (``len(words.split(" "))``), not as BPE tokens: a word that makes
+two tokens ("pet," is "pet" and ",") then leaves the template's last token(s) fixed after the
+context, as in the official prompts. With ``fp32_teacher`` the zero-shot teacher runs in fp32
+whatever the run's precision (ProGrad's teacher is CLIP cast to float).
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from torch import Tensor
 from ..backbones.base import Backbone
 from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features, method_template
-from ..prompts.learner import PromptLearner
+from ..engine.device import autocast
+from ..prompts.learner import PLACEHOLDER, PromptLearner
 from .base import Batch, cross_entropy_terms, register_method
 from .coop import CoOp, CoOpOptions
 
@@ -57,6 +62,12 @@ class ProGradOptions(CoOpOptions):
     temperature: PositiveFloat = 1.0
     #: hand-crafted template with "{}"; empty = the dataset's template (ProGrad's variant)
     template: str = ""
+    #: with ctx_init "template": count words with split(" ") as the official code does (the
+    #: paper specs); false counts BPE tokens, so every template token is learnable
+    count_words: bool = False
+    #: teacher text and image features in fp32 under an fp16/bf16 run (the official teacher);
+    #: costs a second, fp32 image forward per step on the image path
+    fp32_teacher: bool = False
 
 
 def prograd_template(templates: Sequence[str], override: str = "") -> str:
@@ -85,6 +96,36 @@ def place_words_last(learner: PromptLearner, words: str) -> None:
             learner.ctx[..., -len(vectors) :, :] = vectors.to(learner.ctx.device)
 
 
+def official_context_text(words: str, n_ctx: int) -> tuple[str, int]:
+    """ProGrad's prompt head ``"X" * (n_ctx - n) + words`` and ``n = len(words.split(" "))``.
+
+    The first ``n_ctx`` tokens of the head are the context: ``n_ctx - n`` placeholders and the
+    first ``n`` tokens of ``words``; any tokens of ``words`` after those stay fixed.
+    """
+    from ..errors import ConfigError
+
+    n_words = len(words.split(" ")) if words else 0
+    if n_words > n_ctx:
+        raise ConfigError(f"ProGrad template words {words!r} are {n_words} words, more than n_ctx={n_ctx}; "
+                          f"raise options.n_ctx to at least {n_words}")
+    return " ".join([PLACEHOLDER] * (n_ctx - n_words) + ([words] if words else [])), n_words
+
+
+def place_counted_words(learner: PromptLearner, words: str) -> None:
+    """ProGrad's official initialisation: zeros, then the embeddings of the first
+    ``len(words.split(" "))`` tokens of ``words`` in the last context positions; the prompt
+    text becomes the official head, so the tokens not counted are fixed ones."""
+    head, n_words = official_context_text(words, learner.n_ctx)
+    learner.set_context_text(head)
+    backbone = learner.backbone
+    with torch.no_grad():
+        ids = backbone.tokenize([words]).ids[:, 1 : 1 + n_words]
+        vectors = backbone.embed_tokens(ids)[0].float()
+        learner.ctx.zero_()
+        if n_words:
+            learner.ctx[..., -n_words:, :] = vectors.to(learner.ctx.device)
+
+
 def project_conflict(grad: Tensor, general: Tensor, lam: float) -> Tensor:
     """``grad`` minus lambda times its component along ``general`` when they conflict."""
     dot = (grad.float() * general.float()).sum()
@@ -104,23 +145,46 @@ class ProGrad(CoOp):
                          dataclasses.replace(options, ctx_init="") if from_template else options)
         self.options = options
         if from_template:
-            place_words_last(self.prompt_learner, template_words(self.template))
+            if options.count_words:
+                place_counted_words(self.prompt_learner, template_words(self.template))
+            else:
+                place_words_last(self.prompt_learner, template_words(self.template))
 
     @property
     def template(self) -> str:
         return prograd_template(self.templates, self.options.template)
 
-    def zero_shot_logits(self, image_features: Tensor) -> Tensor:
-        """The teacher: hand-crafted prompts through the same frozen backbone."""
-        text = handcrafted_features(self.backbone, self.classnames, [self.template])
-        return self.logit_scale * image_features @ text.t()
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """Another class list; with counted words the fixed tokens follow the (new) template,
+        as the official prompt learner built for a target dataset has them."""
+        super().set_classnames(classnames, templates)
+        if self.options.ctx_init == TEMPLATE_INIT and self.options.count_words:
+            head, _ = official_context_text(template_words(self.template), self.prompt_learner.n_ctx)
+            self.prompt_learner.set_context_text(head)
+
+    def zero_shot_logits(self, image_features: Tensor, batch: Batch | None = None) -> Tensor:
+        """The teacher: hand-crafted prompts through the same frozen backbone.
+
+        With ``fp32_teacher`` under an fp16/bf16 autocast, the template's text features and
+        (on the image path) the image's features are computed again in fp32.
+        """
+        device = self.backbone.device
+        lowered = self.options.fp32_teacher and torch.is_autocast_enabled(device.type)
+        if not lowered:
+            text = handcrafted_features(self.backbone, self.classnames, [self.template])
+            return self.logit_scale * image_features @ text.t()
+        with autocast(device, "fp32"), torch.no_grad():
+            text = handcrafted_features(self.backbone, self.classnames, [self.template])
+            if batch is not None and batch.images is not None:
+                image_features = F.normalize(self.backbone.encode_image(batch.images).float(), dim=-1)
+            return self.logit_scale.float() * image_features.float() @ text.float().t()
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         feats = self.image_features(batch)
         logits = self.logit_scale * feats @ self.classifier().t()
         terms = cross_entropy_terms(logits, batch.labels)
         t = self.options.temperature
-        teacher = F.softmax(self.zero_shot_logits(feats).float() / t, dim=-1)
+        teacher = F.softmax(self.zero_shot_logits(feats, batch).float() / t, dim=-1)
         student = F.log_softmax(logits.float() / t, dim=-1)
         terms["kl"] = F.kl_div(student, teacher, reduction="batchmean") * t * t
         return terms

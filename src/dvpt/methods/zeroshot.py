@@ -3,7 +3,9 @@
     logits = s * <f(x), t_c>,   t_c = normalise(mean_k normalise(g(template_k(c))))
 
 With ``templates: dataset`` the per-dataset template (CoOp's CUSTOM_TEMPLATES) alone; with
-``ensemble`` every template of the dataset averaged in feature space (ZeroshotCLIP2).
+``ensemble`` the dataset's templates averaged in feature space as CoOp's ZeroshotCLIP2 does:
+the 7 select ImageNet templates, plus the custom one for every dataset but ImageNet. Which
+dataset it is comes from the run's config (``PromptMethod.dataset``, set by the session).
 """
 from __future__ import annotations
 
@@ -28,9 +30,19 @@ class ZeroShotOptions(Validated):
     templates: TemplateChoice = "dataset"
 
 
-def select_templates(templates: list[str], which: TemplateChoice) -> list[str]:
-    """``dataset`` -> the first (per-dataset) template; ``ensemble`` -> all of them."""
-    return templates[:1] if which == "dataset" else templates
+#: datasets ZeroshotCLIP2 ensembles without their custom template (its
+#: ``if cfg.DATASET.NAME != "ImageNet"``): the variants (V2, Sketch, A, R) keep it
+ENSEMBLE_WITHOUT_CUSTOM = frozenset({"imagenet"})
+
+
+def select_templates(templates: list[str], which: TemplateChoice, dataset: str = "") -> list[str]:
+    """``dataset`` -> the first (per-dataset) template; ``ensemble`` -> all of them, less the
+    custom first one on ImageNet (ZeroshotCLIP2's 7 templates there)."""
+    if which == "dataset":
+        return templates[:1]
+    if dataset in ENSEMBLE_WITHOUT_CUSTOM and len(templates) > 1:
+        return templates[1:]
+    return templates
 
 
 @register_method
@@ -40,5 +52,5 @@ class ZeroShotCLIP(PromptMethod):
     summary = "zero-shot CLIP with the dataset's hand-crafted template (or an ensemble)"
 
     def classifier(self) -> Tensor:
-        templates = select_templates(self.templates, self.options.templates)
+        templates = select_templates(self.templates, self.options.templates, self.dataset)
         return handcrafted_features(self.backbone, self.classnames, templates)

@@ -1,7 +1,7 @@
 """The hand-crafted view: text features of templates filled with class names.
 
-It never changes for a given backbone, class list and template set, so it is computed once
-and kept (``functools.lru_cache`` keyed by the backbone's identity).
+It never changes for a given backbone, class list, template set and autocast precision, so it
+is computed once and kept (keyed by the backbone's identity and the autocast dtype).
 """
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def handcrafted_features(
 ) -> Tensor:
     """[C, E] unit-norm text features; with several templates, the normalised mean of the
     per-template unit features (CLIP's prompt ensembling in feature space)."""
-    key = (id(backbone), backbone.identity(), tuple(classnames), tuple(templates), str(backbone.device))
+    device = backbone.device
+    # the autocast dtype is part of the key: an fp32 teacher must not read fp16 features
+    amp = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
+    key = (id(backbone), backbone.identity(), tuple(classnames), tuple(templates), str(device), amp)
     if key not in _CACHE:
         per_template = []
         for template in templates:

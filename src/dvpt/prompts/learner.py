@@ -2,11 +2,13 @@
 
 A prompt for class c is the token sequence
 
-    [start] v_1 ... v_M  <tokens of "classname.">  [end]
+    [start] v_1 ... v_M  [fixed tokens]  <tokens of "classname.">  [end]
 
-where v_1..v_M are learnable (shared by all classes, or one set per class). Initialised from
-words ("a photo of a"), the prompt is token-for-token the hand-written sentence, so its text
-features equal the backbone's own features of "a photo of a {class}." (tested).
+where v_1..v_M are learnable (shared by all classes, or one set per class) and the fixed
+tokens are empty except in ProGrad's official word-count initialisation
+(``set_context_text``). Initialised from words ("a photo of a"), the prompt is
+token-for-token the hand-written sentence, so its text features equal the backbone's own
+features of "a photo of a {class}." (tested).
 """
 from __future__ import annotations
 
@@ -73,14 +75,25 @@ class PromptLearner(nn.Module):
         texts = [f"{self.ctx_prefix_text} {readable(c)}." for c in self.classnames]
         tokens = self.backbone.tokenize(texts)
         head = self.backbone.tokenize([self.ctx_prefix_text])
-        if int(head.lengths[0]) - 2 != self.n_ctx:
-            raise ConfigError(f"context text {self.ctx_prefix_text!r} does not tokenize to {self.n_ctx} tokens")
+        if int(head.lengths[0]) - 2 < self.n_ctx:
+            raise ConfigError(f"context text {self.ctx_prefix_text!r} is fewer than {self.n_ctx} tokens")
         self.tokens = tokens
         with torch.no_grad():
             embedded = self.backbone.embed_tokens(tokens.ids).float()
         # buffers of the fixed parts; not persistent: they are derived from the class names
         self.register_buffer("token_prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("token_suffix", embedded[:, 1 + self.n_ctx :].clone(), persistent=False)
+
+    def set_context_text(self, text: str) -> None:
+        """Write the prompts as ``text`` + class name, the first ``n_ctx`` tokens of ``text``
+        being the learnable positions and any tokens after them a fixed part of every prompt.
+
+        ProGrad's official prompts have such a fixed part: it counts context words with
+        ``split(" ")``, so a template whose words make more BPE tokens than words ("pet," is
+        two) leaves its last tokens outside the context.
+        """
+        self.ctx_prefix_text = text
+        self.set_classnames(self.classnames)
 
     def context(self, shift: Tensor | None = None) -> Tensor:
         """Context per class [C, M, D]; ``shift`` ([D], [C, D] or [B, D] handled by callers)."""

@@ -91,6 +91,7 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
     for label, target in loaded:
         rows = source_rows(source, target) if protocol == "domaingen" else None
         safe = label.replace("@", "_")
+        method.set_dataset(target.name)  # as the official evaluation, run with the target's name
         if rows is not None:
             method.set_classnames(source.classnames, source.templates)
             records.append(evaluate_rows(session, rundir, method, target, rows, safe))
