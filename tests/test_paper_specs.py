@@ -165,3 +165,23 @@ def test_explain_flags_a_spec_that_drifts(tmp_path) -> None:
                           "--explain"], capture_output=True, text=True)
     assert out.returncode == 1 and "DRIFT crossdataset/maple/imagenet/16shot" in out.stdout
     assert "vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml" in out.stdout
+
+
+def test_wall_time_estimate_counts_the_official_training_steps() -> None:
+    """benchmarks/paper_wall_time.py: steps per run from the resolved recipe (base half on
+    base-to-novel, Dassl's dropped last batch, batch 1 for CoCoOp, nothing for zero-shot)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_wall_time.py"
+    spec = importlib.util.spec_from_file_location("paper_wall_time", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.training_steps(resolved("paper_base2novel", "coop", "imagenet", 16)) == (500 * 16 // 32) * 50
+    assert script.training_steps(resolved("paper_base2novel", "coop", "eurosat", 16)) == (5 * 16 // 32) * 200
+    assert script.training_steps(resolved("paper_base2novel", "cocoop", "oxford_pets", 16)) == 19 * 16 * 10
+    assert script.training_steps(resolved("paper_fewshot", "kgcoop", "eurosat", 1)) == 1 * 100  # 10 images < 128
+    assert script.training_steps(resolved("paper_crossdataset", "maple", "imagenet", 16)) == (16000 // 4) * 2
+    assert script.training_steps(resolved("paper_base2novel", "zeroshot", "dtd", 16)) == 0
+    low, high = script.naive_iteration_range(script.FIGURES)
+    assert 0 < low <= high < 1.0

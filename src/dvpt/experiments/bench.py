@@ -9,7 +9,8 @@ machine and on its load, so the report names both.
 
 Three kinds of case:
   epoch      one 16-shot CoOp epoch from PNG files, naive (image tower every step) or
-             cached (K views computed once; their one-off cost is reported apart);
+             cached (K views computed once; their one-off cost is reported apart); the
+             fidelity case is the naive one in the paper specs' precision (``--fidelity``);
   text       one forward + backward of the text tower over C class prompts (our fast path);
              for CoCoOp, over the C prompts of each of B images (a prefix shared per image);
   iteration  one training step at the reference shapes: batch 32 of 224x224 images through
@@ -58,6 +59,8 @@ class Case:
     #: ``batch_size`` images: its context is shifted per image)
     method: str = "coop"
     image_dir: str | None = None
+    #: epoch cases: the paper specs' fidelity mode (no cache, their precision where it runs)
+    fidelity: bool = False
 
 
 def class_names(count: int, seed: int = 0) -> list[str]:
@@ -390,6 +393,41 @@ def _cases(quick: bool, reference_shapes: bool, device: str, threads: int, image
     return cases
 
 
+def fidelity_precision(device: str) -> str:
+    """The paper specs' precision where it can run: fp16 on CUDA; fp32 on the CPU, which
+    refuses fp16."""
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def fidelity_plan(device: str = "cpu", threads: int = 2, image_dir: str | None = None, classes: int = 10,
+                  repeats: int = 2) -> list[Case]:
+    """``dvpt bench --fidelity``: one 16-shot CoOp epoch of ViT-B/16 (random weights, 224x224
+    PNGs, 16 context tokens, batch 32) twice in one run: the everyday default (cached
+    features, fp32) and the paper specs' fidelity mode (no cache: load, crop, flip and encode
+    every image at every step, in fp16 on CUDA)."""
+    common = dict(views=1, threads=threads, device=device, repeats=repeats, image_dir=image_dir)
+    return [Case("epoch", "vit-b16-random", classes, "cached", precision="fp32", **common),
+            Case("epoch", "vit-b16-random", classes, "naive", precision=fidelity_precision(device), fidelity=True,
+                 **common)]
+
+
+def fidelity_cost(results: Sequence[dict]) -> str | None:
+    """"fidelity cost: Rx per epoch (...)": the fidelity epoch over the cached fp32 one of the
+    same backbone and class count, from one run."""
+    ok = [r for r in results if r["kind"] == "epoch" and "error" not in r]
+    for fid in (r for r in ok if r.get("fidelity")):
+        for base in ok:
+            if (base["path"] == "cached" and base.get("precision", "fp32") == "fp32"
+                    and (base["backbone"], base["classes"]) == (fid["backbone"], fid["classes"])):
+                return (f"fidelity cost: {fid['seconds'] / base['seconds']:.1f}x per epoch "
+                        f"({fid['seconds']:.2f} s/epoch without cache in {fid['precision']} against "
+                        f"{base['seconds']:.2f} s/epoch cached in fp32; {fid['backbone']}, {fid['classes']} classes "
+                        f"x {fid['shots']} shots, {fid['steps']} steps of {fid['batch_size']}; {fid['seconds'] / fid['steps']:.3f} "
+                        f"against {base['seconds'] / base['steps']:.3f} s/step; the cache's one-off "
+                        f"{base['cache_build_s']:.1f} s for {base['views']} view(s) not included)")
+    return None
+
+
 def run_plan(cases: Sequence[Case], on_result=None) -> list[dict]:
     """Measure each case (images for the epoch cases are written to a temporary folder)."""
     preload()
@@ -412,6 +450,8 @@ def run_plan(cases: Sequence[Case], on_result=None) -> list[dict]:
 
 def describe(result: dict) -> str:
     path = "reference" if result.get("reference_text") and result["kind"] != "text" else result["path"]
+    if result.get("fidelity"):
+        path = "fidelity (no cache)"
     text = (f"CoCoOp text fwd+bwd, {result['batch_size']} images" if result.get("method") == "cocoop"
             else "text fwd+bwd")
     return {"epoch": f"16-shot CoOp epoch, {path}", "text": text,
