@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import gradio as gr
 
 from ..errors import DvptError
+from ..files import read_json
 from .classify import PromptBook
 
 BAR_WIDTH = 24
@@ -94,9 +95,9 @@ def build_app(book: PromptBook, runs: str | None = None, gallery: Sequence[str] 
         if not run_dir:
             return "", None
         try:
-            metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise gr.Error(f"{run_dir}/metrics.json unreadable: {exc}", print_exception=False) from None
+            metrics = read_json(Path(run_dir) / "metrics.json", "metrics file")
+        except DvptError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
         rows = [{"epoch": h["epoch"], "series": key, "value": float(h[key])}
                 for h in metrics.get("history", []) for key in ("loss", "acc") if key in h]
         return json.dumps(metrics, indent=1), pd.DataFrame(rows, columns=["epoch", "series", "value"])

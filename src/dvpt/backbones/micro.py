@@ -13,7 +13,6 @@ weights (image tower, projection, temperature; about 4 MB) ship in ``assets/``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
 from ..errors import BackboneError
+from ..files import read_json
 from ..registry import BACKBONES
 from .base import Backbone, Tokens, weight_fingerprint
 from .text_path import replace_prefix
@@ -284,7 +284,7 @@ def load_vision(weights: Path = WEIGHTS, recipe: Path = RECIPE) -> tuple[MicroVi
             f"micro's image weights are missing ({weights}); train them with `dvpt pretrain-micro` "
             "(about 10 minutes on a CPU), or reinstall dvpt"
         )
-    meta = json.loads(recipe.read_text())
+    meta = read_json(recipe, "micro recipe", error=BackboneError)
     vision = MicroVision(vision_config(meta.get("vision", {})))
     try:
         vision.load_state_dict(load_file(str(weights)))

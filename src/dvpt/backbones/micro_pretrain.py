@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import emoji
+from ..files import atomic_write, write_json
 from . import micro
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,6 @@ def cached_text_targets(text: micro.MiniLMText, vocab: Vocabulary, templates: Se
             log.warning("text-target cache %s is unreadable; recomputing it", path)
     targets = text_targets(text, vocab, templates)
     from safetensors.torch import save_file
-
-    from ..engine.io import atomic_write
 
     atomic_write(path, lambda p: save_file({"targets": targets.contiguous()}, str(p)))
     return targets
@@ -245,12 +242,14 @@ def save(model: micro.MicroVision, config: PretrainConfig, steps: int, seconds: 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".micro.", suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.chmod(tmp, 0o644)  # package data: readable by everyone, like the rest of the install
-    fingerprint = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()[:16]
-    os.replace(tmp, out_dir / "micro.safetensors")
+    digest: dict[str, str] = {}
+
+    def write_weights(tmp: Path) -> None:
+        save_file(state, str(tmp))
+        digest["fingerprint"] = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+
+    atomic_write(out_dir / "micro.safetensors", write_weights)  # files.atomic_write: 0644, like the install
+    fingerprint = digest["fingerprint"]
     meta = {
         "recipe": {k: v for k, v in asdict(config).items() if k != "vision"},
         "vision": asdict(config.vision),
@@ -261,11 +260,7 @@ def save(model: micro.MicroVision, config: PretrainConfig, steps: int, seconds: 
         "benchmark_recipe": asdict(emoji.RenderRecipe()),
         "zero_shot_base_quick": accuracy,
     }
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".micro.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(meta, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / "micro.json")
+    write_json(out_dir / "micro.json", meta, indent=1)
     log.info("saved micro to %s: %s", out_dir, json.dumps(accuracy))
     return meta
 

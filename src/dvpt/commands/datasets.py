@@ -79,7 +79,7 @@ def check_one(name: str, root: Path, open_images: bool) -> list[str]:
     splits = None
     if not problems:
         try:
-            splits = spec.load(root)
+            splits = (spec.peek or spec.load)(root)  # peek: nothing written into the data folder
         except DataError as exc:
             problems.append(str(exc))
     if splits is not None and open_images:

@@ -6,6 +6,15 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.lock import RunLock
+    from ..engine.restore import load_run_config
+
+    load_run_config(args.run_dir)  # a run folder, before a lock file is put into it
+    with RunLock(args.run_dir, "eval"):  # no trainer replaces the checkpoint while it is read
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from ..data.sampling import subsample_classes
     from ..engine.restore import restore_method
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..errors import DataError, DvptError
+from ..files import json_text
 
 FORMATS = ("table", "json", "csv")
 
@@ -129,8 +129,8 @@ def prediction_document(prompt, names: list[str], results: list[Prediction], ski
 def write_json(out, prompt, names: list[str], results: list[Prediction], skipped: list[tuple[str, str]], k: int,
                source: str) -> None:
     """Full precision: float32 values written as Python floats round-trip exactly."""
-    json.dump(prediction_document(prompt, names, results, skipped, k, source), out, indent=1)
-    out.write("\n")
+    document = prediction_document(prompt, names, results, skipped, k, source)
+    out.write(json_text(document, "the prediction output", indent=1) + "\n")  # NaN is junk, never printed
 
 
 def write_csv(out, names: list[str], results: list[Prediction], k: int) -> None:

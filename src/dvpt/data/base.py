@@ -51,7 +51,9 @@ class DatasetSpec:
 
     ``load(root, **options)`` returns ``DatasetSplits``; it raises ``DataError`` naming the
     missing path. ``check(root)`` returns every problem found (empty list = fine), so
-    ``dvpt datasets check`` can list them all at once.
+    ``dvpt datasets check`` can list them all at once. ``peek(root)``, when given, is ``load``
+    without writing anything (a missing split file is generated in memory only): ``check``
+    promises never to write into the user's data folder.
     """
 
     name: str
@@ -62,3 +64,4 @@ class DatasetSpec:
     templates: tuple[str, ...] = ("a photo of a {}.",)
     target_only: bool = False
     description: str = ""
+    peek: Callable[[Path], DatasetSplits] | None = None

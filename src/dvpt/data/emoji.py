@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError
+from ..files import atomic_write, read_json, write_json
 from .base import DatasetSplits, Datum
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def duplicate_table() -> dict[str, list[str]]:
     path = Path(__file__).resolve().parent.parent / "assets" / "emoji_duplicates.json"
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    return read_json(path, "emoji duplicate table", error=DataError)
 
 
 def find_duplicates(dataset: str, encode) -> list[str]:
@@ -407,17 +407,11 @@ def _slug(name: str) -> str:
 def _write_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
 def _write_json(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def dataset_dir(dataset: str, domain: str, root: str | os.PathLike | None, recipe: RenderRecipe) -> Path:
@@ -454,10 +448,10 @@ def _manifest(dataset: str, domain: str, entries: list[EmojiEntry], folder: Path
     names = [classname(e) for e in entries]
     if path.is_file():
         try:
-            manifest = json.loads(path.read_text())
-            if manifest.get("classnames") == names:
+            manifest = read_json(path, "emoji manifest", error=DataError)
+            if isinstance(manifest, dict) and manifest.get("classnames") == names:
                 return manifest
-        except json.JSONDecodeError:
+        except DataError:
             pass
         log.warning("re-rendering %s: its manifest is stale or corrupt", folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,14 @@ def save_learnable(module: nn.Module, path: str | Path, metadata: dict[str, Any]
     return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
+def _json_or_none(text: str) -> Any:
+    """A stored JSON value, or None when it is not JSON (then it cannot match any digest)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -88,7 +96,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise DvptError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
     stored = raw.get(_DIGEST_META)
-    if stored is not None and json.loads(stored) != tensor_digest(tensors):
+    if stored is not None and _json_or_none(stored) != tensor_digest(tensors):
         raise DvptError(f"checkpoint {path} is corrupt: its tensors do not match the stored digest; "
                         "retrain or restore the file")
     return tensors, raw

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ..config.loader import from_dict
 from ..config.schema import RunConfig
 from ..errors import ConfigError, DvptError
+from ..files import read_yaml
 from ..methods.base import PromptMethod
 from .checkpoint import LEARNABLE, load_learnable, read_learnable_metadata
 from .rundir import CONFIG
@@ -19,9 +18,12 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise DvptError(f"{run_dir} is not a dvpt run folder (no {CONFIG}); pass the --output of `dvpt train`")
+    data = read_yaml(path, "run config") or {}
+    if not isinstance(data, dict):
+        raise DvptError(f"run config {path} holds a {type(data).__name__}, not a mapping; it is not a dvpt run folder")
     try:
-        return from_dict(RunConfig, yaml.safe_load(path.read_text()) or {})
-    except (yaml.YAMLError, ConfigError) as exc:
+        return from_dict(RunConfig, data)
+    except ConfigError as exc:
         raise DvptError(f"{path} cannot be read as a run config: {exc}") from None
 
 

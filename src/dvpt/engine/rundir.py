@@ -14,6 +14,7 @@ from ..config.loader import to_dict
 from ..config.schema import RunConfig
 from ..errors import DvptError
 from . import io
+from .lock import LOCK, RunLock
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -24,6 +25,7 @@ class RunDir:
         self.path = Path(path)
         self._handler: logging.Handler | None = None
         self._created = False
+        self._lock: RunLock | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -32,6 +34,16 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / METRICS
+
+    def check_output(self) -> None:
+        """Refuse an ``--output`` that is a file or lies inside one, before any work is done."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DvptError(f"--output {self.path} is a file, not a run folder; choose a folder name")
+        for parent in self.path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise DvptError(f"--output {self.path} lies inside the file {parent}; choose a folder name")
+                break
 
     def finished(self) -> bool:
         return self.metrics_path.is_file()
@@ -44,12 +56,7 @@ class RunDir:
         existing = self.path / CONFIG
         if not existing.is_file():
             return False
-        import yaml
-
-        try:
-            previous = yaml.safe_load(existing.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-            raise DvptError(f"{existing} is unreadable ({type(exc).__name__}); choose a new --output") from None
+        previous = io.read_yaml(existing, "run config")
         if previous != to_dict(cfg):
             state = "finished run" if self.finished() else "run"
             raise DvptError(
@@ -58,16 +65,30 @@ class RunDir:
         return True
 
     def start(self, cfg: RunConfig) -> None:
-        """Create the folder (or re-open it to resume), write config and versions, log to file."""
+        """Create the folder (or re-open it to resume) under its lock, write config and versions, log to file.
+
+        The lock (``.dvpt.lock``) is taken before anything is read or written, so a second
+        process on the same folder is refused instead of interleaving with this one.
+        """
+        self.check_output()
         config = to_dict(cfg)
         existing = self.path / CONFIG
-        if not self.check_same_config(cfg):
-            if self.path.exists() and any(self.path.iterdir()):
-                raise DvptError(f"output folder {self.path} is not empty and holds no dvpt run; choose a new --output")
-            self._created = not self.path.exists()  # a folder the user made is never deleted
-            self.path.mkdir(parents=True, exist_ok=True)
-            io.write_yaml(existing, config)
-            io.write_json(self.path / "env.json", io.environment())
+        created = not self.path.exists()  # a folder the user made is never deleted
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.path, "train")
+        self._lock.acquire()
+        try:
+            if not self.check_same_config(cfg):
+                if any(p.name != LOCK for p in self.path.iterdir()):
+                    raise DvptError(f"output folder {self.path} is not empty and holds no dvpt run; choose a new --output")
+                self._created = created
+                io.write_yaml(existing, config)
+                io.write_json(self.path / "env.json", io.environment())
+        except BaseException:
+            self._lock.release()
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self._handler = logging.FileHandler(self.path / "log.txt")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("dvpt").addHandler(self._handler)
@@ -84,5 +105,8 @@ class RunDir:
             logging.getLogger("dvpt").removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if failed and self._created and not self.checkpoint_dir.exists():
             shutil.rmtree(self.path, ignore_errors=True)  # nothing half-written is left behind

@@ -35,6 +35,7 @@ def run_training(
     """
     protocol = PROTOCOLS.get(cfg.protocol)
     rundir = RunDir(output or default_output(cfg))
+    rundir.check_output()
     if rundir.finished() and rundir.check_same_config(cfg):
         log.info("%s is finished; delete it to run again", rundir.path)
         return read_json(rundir.metrics_path)

@@ -15,6 +15,7 @@ from ..config.loader import from_dict
 from ..config.schema import RunConfig
 from ..data import DATASETS
 from ..data.base import DatasetSplits, Datum
+from ..errors import DataError
 from ..data.sampling import sample_few_shot
 from ..methods import get_method
 from ..methods.base import PromptMethod
@@ -37,6 +38,8 @@ def seed_everything(seed: int) -> None:
 class Session:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
+        #: training images per class of the last ``few_shot`` sample (written to metrics.json)
+        self.shots_used: dict[str, int] | None = None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -53,7 +56,22 @@ class Session:
         return spec.load(root if root is not None else self.cfg.data.root, **(options if options is not None else self.cfg.data.options))
 
     def few_shot(self, splits: DatasetSplits, shots: int | None = None) -> DatasetSplits:
-        return sample_few_shot(splits, self.cfg.data.shots if shots is None else shots, self.cfg.seed)
+        """The few-shot sample; ``shots_used`` records how many images each class really got.
+
+        A class smaller than ``shots`` keeps all its images (CoOp's rule); metrics must say
+        so rather than claim ``shots`` for every class.
+        """
+        asked = self.cfg.data.shots if shots is None else shots
+        sampled = sample_few_shot(splits, asked, self.cfg.seed)
+        counts = {name: 0 for name in sampled.classnames}
+        for item in sampled.train:
+            counts[sampled.classnames[item.label]] += 1
+        self.shots_used = counts
+        short = [f"{name} ({n})" for name, n in counts.items() if asked > 0 and n < asked]
+        if short and any(counts.values()):  # none at all: a test-only folder, refused by train() if it trains
+            log.warning("%d class(es) have fewer than %d training images and use all they have: %s",
+                        len(short), asked, ", ".join(short[:10]) + (", ..." if len(short) > 10 else ""))
+        return sampled
 
     # ---- method -----------------------------------------------------------------------
     def build_method(self, classnames: Sequence[str], templates: Sequence[str]) -> PromptMethod:
@@ -73,6 +91,9 @@ class Session:
         cfg = self.cfg
         views = cfg.cache.views if cfg.cache.enabled else 0
         trains = cfg.optim.epochs > 0 and any(p.requires_grad for p in method.parameters())
+        if trains and not items:
+            raise DataError(f"dataset {cfg.data.dataset!r} has no training images (a test-only folder?); "
+                            f"{cfg.method} trains, so give it DIR/train/<class>/ images, or use --method zeroshot")
         if views > 0 and trains and not method.uses_image_tower:  # nothing to train: no cache to build
             feats = self.store.train_views(items, views, cfg.seed)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)

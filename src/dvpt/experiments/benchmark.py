@@ -9,7 +9,6 @@ has its line, so an interrupted benchmark continues where it stopped.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -22,6 +21,7 @@ from typing import Any, Iterable, Sequence
 from ..config.loader import PRESET_DIR, build_config, method_preset, read_yaml, to_dict
 from ..engine.runner import run_training
 from ..errors import ConfigError, DataError
+from ..files import json_text, parse_json, write_text
 from ..methods import METHODS
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,11 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number} is not a JSON line ({exc.msg}); delete that line and re-run to redo the run") from None
+        record = parse_json(line, f"{path}:{number}", "results line", error=DataError,
+                            fix="delete that line and re-run to redo the run")
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number} is not a JSON object; delete that line and re-run to redo the run")
+        records.append(record)
     return records
 
 
@@ -102,7 +103,7 @@ def _append(path: Path, record: dict[str, Any]) -> None:
     """One whole line per call, flushed and synced: a crash never leaves half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.write(json_text(record, path, indent=None, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -318,7 +319,5 @@ def update_doc(doc: Path, block: str) -> bool:
         new = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     if new == text:
         return False
-    tmp = doc.with_name(f".{doc.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, doc)
+    write_text(doc, new)
     return True

@@ -11,7 +11,6 @@ training work wherever the method supports them (``set_classnames``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,6 +26,7 @@ from ..data.loading import open_image
 from ..engine.checkpoint import LEARNABLE, load_learnable, load_trainer_state, read_learnable_metadata
 from ..engine.device import autocast, resolve_device
 from ..errors import DvptError
+from ..files import read_json
 from ..methods import get_method
 from ..methods.base import Batch, PromptMethod
 from ..prompts.text_encoding import TextOptions
@@ -224,7 +224,7 @@ def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str
     classnames = ckpt_meta.get("classnames")
     if classnames is None:
         metrics = run_dir / "metrics.json"
-        evaluations = json.loads(metrics.read_text()).get("evaluations", []) if metrics.is_file() else []
+        evaluations = (read_json(metrics, "metrics file") or {}).get("evaluations", []) if metrics.is_file() else []
         if not evaluations:
             raise DvptError(f"{run_dir} has neither a checkpoint nor a finished evaluation to take class names from")
         classnames = evaluations[0]["classes"]

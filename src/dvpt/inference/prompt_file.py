@@ -13,6 +13,8 @@ method around a frozen backbone and use it on new images and new class names:
     inference_state  ``method.inference_state()``: JSON settings besides the tensors
     source           where it came from (run folder, dataset, protocol, seed, shots)
 
+A second header key, ``tensor_digest``, holds the sha256 of the tensors (names, dtypes, shapes,
+bytes): a file with flipped bytes is refused on load instead of predicting "nan%".
 safetensors was chosen because it cannot execute code on load (unlike pickles), is readable
 from any language, and carries string metadata in its header.
 """
@@ -35,6 +37,7 @@ FORMAT_VERSION = 1
 #: safetensors metadata keys: a marker (so foreign safetensors files are recognised) and the JSON
 FORMAT_KEY = "format"
 META_KEY = "dvpt"
+DIGEST_KEY = "tensor_digest"
 SUFFIX = ".dvpt"
 
 
@@ -64,10 +67,30 @@ class PromptFile:
     meta: PromptMeta
 
 
+def classname_problem(classnames: Any) -> str | None:
+    """Why ``classnames`` cannot be a prompt's class list (``None`` when it can).
+
+    Refused where a prompt is written and where it is read: an empty list (it classifies
+    nothing) and empty or non-text names. Repeated names are not refused here: CoOp's
+    ImageNet class list names two classes "crane"; dataset readers refuse them in user data
+    and ``--classes`` refuses them at predict time.
+    """
+    if not isinstance(classnames, list) or not classnames:
+        return "its class list is empty"
+    if any(not isinstance(c, str) or not c.strip() for c in classnames):
+        return "its class list holds an empty or non-text name"
+    return None
+
+
 def write_prompt_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: PromptMeta) -> Path:
-    """Write atomically: a reader never sees half a prompt file."""
+    """Write atomically (a reader never sees half a prompt file), with a digest of the tensors."""
+    from ..engine.checkpoint import tensor_digest
+
+    problem = classname_problem(meta.classnames)
+    if problem:
+        raise PromptFileError(f"refusing to write prompt file {path}: {problem}; fix the dataset's class names")
     clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    header = {FORMAT_KEY: FORMAT, META_KEY: json.dumps(asdict(meta))}
+    header = {FORMAT_KEY: FORMAT, META_KEY: json.dumps(asdict(meta)), DIGEST_KEY: tensor_digest(clean)}
     return atomic_write(path, lambda p: save_file(clean, str(p), metadata=header))
 
 
@@ -85,7 +108,20 @@ def read_prompt_file(path: str | Path) -> PromptFile:
         raise PromptFileError(
             f"prompt file {path} is corrupt or not a safetensors file ({reason}); export it again"
         ) from None
-    return PromptFile(tensors, _parse_meta(path, header))
+    meta = _parse_meta(path, header)
+    _check_digest(path, header, tensors)
+    return PromptFile(tensors, meta)
+
+
+def _check_digest(path: Path, header: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """Flipped bytes in the tensors are an error naming the file (files written before the
+    digest existed carry none and are read as they are)."""
+    from ..engine.checkpoint import tensor_digest
+
+    stored = header.get(DIGEST_KEY)
+    if stored is not None and stored != tensor_digest(tensors):
+        raise PromptFileError(f"prompt file {path} is corrupt: its tensors do not match the stored digest; "
+                              "export it again")
 
 
 def _parse_meta(path: Path, header: dict[str, str]) -> PromptMeta:
@@ -108,6 +144,10 @@ def _parse_meta(path: Path, header: dict[str, str]) -> PromptMeta:
         )
     known = set(PromptMeta.__dataclass_fields__)
     try:
-        return PromptMeta(**{k: v for k, v in raw.items() if k in known})
+        meta = PromptMeta(**{k: v for k, v in raw.items() if k in known})
     except TypeError as exc:
         raise PromptFileError(f"prompt file {path} lacks required metadata ({exc}); export it again") from None
+    problem = classname_problem(meta.classnames)
+    if problem:
+        raise PromptFileError(f"prompt file {path} cannot be used: {problem}; export it again")
+    return meta

@@ -50,4 +50,4 @@ def run_header(session: Session) -> dict[str, Any]:
         "protocol": cfg.protocol,
         "shots": cfg.data.shots,
         "seed": cfg.seed,
-    }
+    } | ({"shots_used": dict(used)} if (used := getattr(session, "shots_used", None)) is not None else {})

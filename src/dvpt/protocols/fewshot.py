@@ -42,4 +42,5 @@ def run(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
                 child.close()
         results[str(shots)] = metrics["accuracy"]
         evaluations.extend(metrics["evaluations"])
-    return run_header(session) | {"shots": shot_counts, "accuracy_by_shots": results, "evaluations": evaluations}
+    header = {k: v for k, v in run_header(session).items() if k != "shots_used"}  # per shot count: in each child
+    return header | {"shots": shot_counts, "accuracy_by_shots": results, "evaluations": evaluations}

@@ -7,15 +7,13 @@ way add the runs that have no metrics yet, so a report can list them.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from ..errors import DvptError
+from ..files import read_json, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +33,22 @@ def dataset_label(dataset: str, domain: str | None) -> str:
     return f"{dataset} ({domain})" if domain else dataset
 
 
-def _load(path: Path, reader) -> Any:
-    try:
-        return reader(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise DvptError(f"cannot read {path}: {exc}; delete the run folder or re-run it") from None
+def _load(path: Path, reader, what: str) -> dict[str, Any]:
+    """A run folder's config or metrics (or a sweep index): a mapping, or a ``DvptError`` naming the file.
+
+    Read through ``dvpt.files``: size-bounded, no YAML aliases, NaN/Infinity refused, so a
+    diverged run's junk never becomes a table row.
+    """
+    data = reader(path, what) or {}
+    if not isinstance(data, dict):
+        raise DvptError(f"{what} {path} holds a {type(data).__name__}, not a mapping; delete the run folder or re-run it")
+    return data
 
 
 def record_from_folder(folder: Path) -> dict[str, Any]:
     """One run folder -> one record (the config decides the identity, metrics the numbers)."""
-    cfg = _load(folder / CONFIG, yaml.safe_load) or {}
-    metrics = _load(folder / METRICS, json.loads)
+    cfg = _load(folder / CONFIG, read_yaml, "run config")
+    metrics = _load(folder / METRICS, read_json, "metrics file")
     data = cfg.get("data") or {}
     domain = (data.get("options") or {}).get("domain")
     record: dict[str, Any] = {
@@ -73,7 +76,7 @@ def _key(record: dict[str, Any]) -> tuple:
 
 
 def _unfinished(index_file: Path) -> list[dict[str, Any]]:
-    index = _load(index_file, json.loads)
+    index = _load(index_file, read_json, "sweep index")
     out = []
     for name, entry in (index.get("runs") or {}).items():
         folder = index_file.parent / entry.get("output", name)

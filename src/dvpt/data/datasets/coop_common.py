@@ -97,6 +97,7 @@ def parse_split(obj: Any, source: Path, image_dir: Path, rename: Callable[[str],
             "[image path, label, class name]; re-download the split file or delete it"
         )
     lists: Lists = {}
+    base = os.path.normpath(image_dir)
     for split in SPLITS:
         items = []
         for i, entry in enumerate(obj[split]):
@@ -104,6 +105,10 @@ def parse_split(obj: Any, source: Path, image_dir: Path, rename: Callable[[str],
                   and isinstance(entry[1], int) and not isinstance(entry[1], bool) and isinstance(entry[2], str))
             if not ok:
                 raise DataError(f"{source}: {split}[{i}] = {entry!r} is not [image path, integer label, class name]")
+            path = os.path.normpath(os.path.join(base, entry[0].lstrip("/")))
+            if os.path.commonpath([base, path]) != base:  # "../" must not lead out of the dataset
+                raise DataError(f"{source}: {split}[{i}] path {entry[0]!r} leads outside {image_dir}; a split file "
+                                "names images inside the dataset folder")
             name = rename(entry[2]) if rename else entry[2]
             items.append(Datum(str(image_dir / entry[0].lstrip("/")), entry[1], readable(name)))
         lists[split] = items
@@ -122,7 +127,12 @@ def class_names(lists: Lists, source: Path | str) -> list[str]:
         raise DataError(f"{source}: labels must be 0..{len(names) - 1}; found {sorted(names)[:10]}...")
     if not names:
         raise DataError(f"{source}: no images listed")
-    return [names[i] for i in range(len(names))]
+    ordered = [names[i] for i in range(len(names))]
+    repeated = sorted({n for n in ordered if ordered.count(n) > 1})
+    if repeated:  # one name for two labels: a prompt could never tell them apart
+        raise DataError(f"{source}: class name(s) {', '.join(map(repr, repeated[:5]))} given to more than one "
+                        "class; class names must be unique (rename the folders or fix classnames.txt)")
+    return ordered
 
 
 def missing_file_problems(lists: Lists, source: Path | str) -> list[str]:
@@ -158,8 +168,9 @@ def split_class_folders(image_dir: Path, seed: int = SPLIT_SEED, p_train: float 
     """A per-class shuffled train/val/test split of ``image_dir/<class>/*`` (CoOp's DTD way).
 
     Classes are the sorted folder names (minus ``ignored``); each gets round(n*p_train) train,
-    round(n*p_val) val and the rest test images. Returns the split-file object with paths
-    relative to ``image_dir``. A class too small to have a train and a test image is an error.
+    round(n*p_val) val and the rest test images (see ``shuffled_cut`` for small classes).
+    Returns the split-file object with paths relative to ``image_dir``. Classes with fewer
+    than 2 images are an error naming every such class at once.
     """
     rng = random.Random(seed)
     skip = set(ignored) | {FEWSHOT_DIRNAME}
@@ -167,27 +178,42 @@ def split_class_folders(image_dir: Path, seed: int = SPLIT_SEED, p_train: float 
     if not categories:
         raise DataError(f"{image_dir}: no class folders found; expected {image_dir}/<class name>/<images>")
     obj: dict[str, list[list[Any]]] = {s: [] for s in SPLITS}
+    too_small: list[str] = []
     for label, category in enumerate(categories):
         files = [f for f in listdir_visible(image_dir / category, dirs=False)
                  if extensions is None or Path(f).suffix.lower() in extensions]
         cut = shuffled_cut(files, rng, p_train, p_val)
         if not cut["train"] or not cut["test"]:
-            raise DataError(
-                f"{image_dir / category}: {len(files)} image(s); a class needs enough images for at "
-                "least one train and one test image (add images or remove the folder)"
-            )
+            too_small.append(f"{image_dir / category} ({len(files)})")
+            continue
         name = (rename or {}).get(category, category)
         for split, names in cut.items():
             obj[split].extend([f"{category}/{f}", label, name] for f in names)
+    if too_small:
+        raise DataError(
+            f"{len(too_small)} class folder(s) with fewer than 2 images, too few for one train and one test "
+            f"image: {', '.join(too_small)}; add images or remove those folders"
+        )
     return obj
 
 
 def shuffled_cut(items: Sequence[Any], rng: random.Random, p_train: float, p_val: float) -> dict[str, list]:
     """One class's items shuffled, then round(n*p_train) train, round(n*p_val) val and the
-    rest test (CoOp's per-class split)."""
+    rest test (CoOp's per-class split).
+
+    CoOp asserts at least one test image; where its rounding leaves none (3 images: 2/1/0),
+    val, then train, gives one up, so any class of 2 or more images has train and test.
+    Larger classes split exactly as CoOp's do.
+    """
     items = list(items)
     rng.shuffle(items)
-    n_train, n_val = round(len(items) * p_train), round(len(items) * p_val)
+    n = len(items)
+    n_train, n_val = round(n * p_train), round(n * p_val)
+    if n >= 2 and n_train + n_val >= n:
+        if n_val > 0:
+            n_val = n - n_train - 1 if n_train < n else 0
+        if n_train + n_val >= n:
+            n_train = n - n_val - 1
     return {"train": items[:n_train], "val": items[n_train:n_train + n_val], "test": items[n_train + n_val:]}
 
 
@@ -217,11 +243,14 @@ def summarize(problems: list[str], name: str, root: Path | str) -> str:
             f"{'; ...' if len(problems) > 3 else ''} (run `dvpt datasets check --root {root} --dataset {name}` to list all)")
 
 
-def load_with(collect: Collector, name: str, root: Path | str) -> DatasetSplits:
-    """Run a collector; any problem -> one ``DataError``."""
+def load_with(collect: Collector, name: str, root: Path | str, dry_run: bool = False) -> DatasetSplits:
+    """Run a collector; any problem -> one ``DataError``. ``dry_run`` writes no generated split file."""
+    if root is None:
+        raise DataError(f"dataset {name!r} needs --root DIR (config key data.root): the folder that holds its "
+                        f"files; see {DOCS}")
     problems: list[str] = []
     try:
-        splits = collect(Path(root).expanduser(), problems, False)
+        splits = collect(Path(root).expanduser(), problems, dry_run)
     except DataError as exc:
         problems.append(str(exc))
         splits = None
@@ -253,6 +282,7 @@ def register(name: str, collect: Collector, layout: str, *, num_classes: int | N
         name=name, layout=layout,
         load=lambda root, **_options: load_with(collect, name, root),
         check=lambda root: check_with(collect, root),
+        peek=lambda root: load_with(collect, name, root, dry_run=True),
         num_classes=num_classes, templates=tuple(templates or dataset_templates(name)), target_only=target_only,
         description=description,
     ))

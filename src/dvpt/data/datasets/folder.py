@@ -2,7 +2,8 @@
 
 ``DIR/<class>/<images>`` is split per class 50/20/30 with a fixed seed, so every run sees the
 same split; ``DIR/{train,val,test}/<class>/`` folders, when present, are used as they are
-(``val`` may be absent). An optional ``DIR/classnames.txt`` maps a folder name to a readable
+(``val`` may be absent). A test-only folder (``DIR/test/<class>/`` without ``train/``) is
+enough for what trains nothing: ``zeroshot`` and ``dvpt eval``. An optional ``DIR/classnames.txt`` maps a folder name to a readable
 class name (lines ``<folder> <name>``). Classes are sorted by folder name. Nothing is written
 except the few-shot cache.
 """
@@ -41,10 +42,11 @@ def _images(folder: Path) -> list[str]:
 
 
 def _predefined(root: Path, problems: list[str]) -> dict:
-    """The split object of ``root/{train,val,test}/<class>/``; classes come from train."""
+    """The split object of ``root/{train,val,test}/<class>/``; classes come from train (from
+    test in a test-only folder)."""
     if not (root / "test").is_dir():
         raise DataError(f"{root / 'test'}: missing; with {root / 'train'} present, test/ (and optionally val/) must exist")
-    classes = _class_dirs(root / "train")
+    classes = _class_dirs(root / "train") if (root / "train").is_dir() else _class_dirs(root / "test")
     label_of = {c: i for i, c in enumerate(classes)}
     obj: dict = {s: [] for s in SPLITS}
     for split in SPLITS:
@@ -55,7 +57,7 @@ def _predefined(root: Path, problems: list[str]) -> dict:
                 problems.append(f"{root / split / c}: class {c!r} has no folder in {root / 'train'}; add it or remove this one")
                 continue
             files = _images(root / split / c)
-            if not files and split == "train":
+            if not files and split == ("train" if (root / "train").is_dir() else "test"):
                 problems.append(f"{root / split / c}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             obj[split].extend([f"{split}/{c}/{f}", label_of[c], c] for f in files)
     return obj
@@ -64,8 +66,8 @@ def _predefined(root: Path, problems: list[str]) -> dict:
 def collect(root: Path, problems: list[str], dry_run: bool) -> DatasetSplits | None:
     if not root.is_dir():
         raise DataError(f"--root {root} does not exist or is not a folder; expected {LAYOUT}")
-    if (root / "train").is_dir():
-        obj = _predefined(root, problems)
+    if (root / "train").is_dir() or ((root / "test").is_dir() and _class_dirs(root / "test")):
+        obj = _predefined(root, problems)  # test/ with class folders, not a class named "test"
     else:
         classes = _class_dirs(root)
         if not classes:
