@@ -313,8 +313,8 @@ def measure(case: Case, timeout: float = 1800) -> dict:
     import multiprocessing as mp
 
     started = time.perf_counter()
-    if "fork" not in mp.get_all_start_methods():
-        return _measure_subprocess(case, timeout)
+    if "fork" not in mp.get_all_start_methods() or case.device.startswith("cuda"):
+        return _measure_subprocess(case, timeout)  # a forked child cannot use CUDA safely
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(case, child), daemon=True)
