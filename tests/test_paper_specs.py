@@ -185,3 +185,37 @@ def test_wall_time_estimate_counts_the_official_training_steps() -> None:
     assert script.training_steps(resolved("paper_base2novel", "zeroshot", "dtd", 16)) == 0
     low, high = script.naive_iteration_range(script.FIGURES)
     assert 0 < low <= high < 1.0
+
+
+@pytest.mark.parametrize("cache, fresh", [(False, True), (True, False)])
+def test_session_training_path_sees_a_fresh_crop_per_epoch_in_fidelity_mode(tmp_path, monkeypatch, cache, fresh):
+    """Through ``Session.train`` as a paper-spec run takes it: with the cache off (fidelity
+    mode) the method sees another crop of the one training image in each epoch; with the
+    cache on (one view) it sees the same features every epoch."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dvpt.data.base import Datum
+    from dvpt.engine.session import Session
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    cfg = from_dict(RunConfig, {"method": "coop", "backbone": "tiny-random", "device": "cpu", "threads": None,
+                                "cache": {"enabled": cache, "views": 1},
+                                "optim": {"epochs": 3, "batch_size": 1}})
+    session = Session(cfg)
+    method = session.build_method(["thing", "other"], ["a photo of a {}."])
+    seen: list[torch.Tensor] = []
+    original = method.losses
+
+    def spy(batch):
+        seen.append((batch.images if batch.images is not None else batch.features).detach().clone())
+        return original(batch)
+
+    monkeypatch.setattr(method, "losses", spy)
+    session.train(method, [Datum(str(path), 0, "thing")])
+    assert len(seen) == 3
+    differ = [not torch.equal(seen[i], seen[i + 1]) for i in range(2)]
+    assert differ == [fresh, fresh]
