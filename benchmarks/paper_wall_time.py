@@ -4,16 +4,14 @@ An estimate, not a measurement: no paper sweep has been run end to end. For ever
 spec it counts the training steps the run's resolved recipe takes (few-shot training set =
 classes x shots, the base half on base-to-novel; Dassl's loader drops the last partial
 batch when the set holds at least one batch; zero-shot trains nothing) and multiplies them by
-the ViT-B/16 training iterations measured on one H200 (docs/gpu/vit_b16_h200.json, the
-image path that fidelity mode runs: `naive`, not the emulated reference). Those iterations
-take 57-85 ms whatever the class count (launch-bound, docs/performance.md), so the range
-below is [fastest, slowest] measured naive iteration x steps. Not included: evaluation,
-image decoding (fidelity mode decodes and crops every training image at every step: the
-loader must keep up with ~400 images/s), CoCoOp's, MaPLe's and PromptSRC's heavier steps
-(per-image text pass; gradients through the image tower), and the fp32 image forward of
-ProGrad's teacher.
+the fidelity-mode step measured on one H200 (docs/gpu/fidelity_h200.json, `dvpt bench
+--fidelity`'s cases: a ViT-B/16 CoOp step of batch 32 without cache, fp16, PNGs decoded,
+cropped and flipped at every step; docs/performance.md). The range below is [fastest,
+slowest] measured step x steps. Not included: evaluation, CoCoOp's, MaPLe's and PromptSRC's
+heavier steps (per-image text pass; gradients through the image tower), and the fp32 image
+forward of ProGrad's teacher.
 
-    python benchmarks/paper_wall_time.py [--figures docs/gpu/vit_b16_h200.json]
+    python benchmarks/paper_wall_time.py [--figures docs/gpu/fidelity_h200.json]
 """
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ from dvpt.data import DATASETS
 from dvpt.sweep import load_spec
 
 SPECS = ("paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot")
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "gpu" / "vit_b16_h200.json"
+FIGURES = Path(__file__).resolve().parent.parent / "docs" / "gpu" / "fidelity_h200.json"
 
 
 def training_steps(config: dict) -> int:
@@ -51,22 +49,23 @@ def spec_steps(name: str) -> tuple[int, int]:
     return len(jobs), sum(training_steps(deep_merge(method_preset(j.method), j.config)) for j in jobs)
 
 
-def naive_iteration_range(path: Path) -> tuple[float, float]:
+def fidelity_step_range(path: Path) -> tuple[float, float]:
+    """(fastest, slowest) seconds per fidelity-mode training step measured in ``path``."""
     rows = json.loads(path.read_text())
-    seconds = [r["seconds"] for r in rows if r.get("kind") == "iteration" and r.get("path") == "naive"
-               and not r.get("reference_text") and "error" not in r]
+    seconds = [r["seconds"] / r["steps"] for r in rows
+               if r.get("kind") == "epoch" and r.get("fidelity") and "error" not in r]
     if not seconds:
-        raise SystemExit(f"{path}: no naive training iterations measured; run benchmarks/gpu_vit_b16.py first")
+        raise SystemExit(f"{path}: no fidelity epochs measured; run benchmarks/gpu_fidelity.py first")
     return min(seconds), max(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--figures", type=Path, default=FIGURES, help="benchmarks/gpu_vit_b16.py output (JSON)")
+    parser.add_argument("--figures", type=Path, default=FIGURES, help="benchmarks/gpu_fidelity.py output (JSON)")
     args = parser.parse_args(argv)
-    low, high = naive_iteration_range(args.figures)
-    print(f"ESTIMATE from {args.figures.name}: {low * 1000:.0f}-{high * 1000:.0f} ms per ViT-B/16 training "
-          "iteration (image path, one H200), training steps only, one run at a time")
+    low, high = fidelity_step_range(args.figures)
+    print(f"ESTIMATE from {args.figures.name}: {low * 1000:.0f}-{high * 1000:.0f} ms per fidelity-mode ViT-B/16 "
+          "training step (one H200), training steps only, one run at a time")
     print("| spec | runs | training steps | estimated training time, one H200 |")
     print("|---|---:|---:|---|")
     for name in SPECS:

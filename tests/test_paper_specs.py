@@ -183,7 +183,7 @@ def test_wall_time_estimate_counts_the_official_training_steps() -> None:
     assert script.training_steps(resolved("paper_fewshot", "kgcoop", "eurosat", 1)) == 1 * 100  # 10 images < 128
     assert script.training_steps(resolved("paper_crossdataset", "maple", "imagenet", 16)) == (16000 // 4) * 2
     assert script.training_steps(resolved("paper_base2novel", "zeroshot", "dtd", 16)) == 0
-    low, high = script.naive_iteration_range(script.FIGURES)
+    low, high = script.fidelity_step_range(script.FIGURES)
     assert 0 < low <= high < 1.0
 
 
