@@ -127,3 +127,95 @@ def test_untagged_model_is_random_with_a_warning() -> None:
         b = load_open_clip("openclip:ViT-B-32")
     assert (b.embed_dim, b.text_width, b.vision_width, b.image_size) == (512, 512, 768, 224)
     torch.testing.assert_close(b.encode_text(TEXTS[:2]), b.model.encode_text(b.tokenizer(TEXTS[:2])), atol=1e-5, rtol=0)
+
+
+# ---- backbone_checkpoint: a local weights file for openclip:<model> ---------------------------
+@pytest.fixture
+def tiny_model_name(monkeypatch) -> str:
+    """open_clip knows the tiny config under a model name for this test only."""
+    import copy
+
+    import open_clip.factory
+
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "DvptTiny", copy.deepcopy(TINY_CONFIG))
+    return "DvptTiny"
+
+
+def _save(model: torch.nn.Module, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_checkpoint_file_and_folder_load_those_weights(tiny_model_name: str, tmp_path: Path) -> None:
+    from dvpt.backbones.open_clip import load_open_clip
+
+    trained = OpenCLIPBackbone.from_config(TINY_CONFIG, "src", seed=3)  # weights no seed-0 model has
+    file = _save(trained.model, tmp_path / "open_clip_model.safetensors")
+    for given in (file, tmp_path):
+        b = load_open_clip(f"openclip:{tiny_model_name}", str(given))
+        torch.testing.assert_close(b.encode_text(TEXTS), trained.model.encode_text(trained.tokenizer(TEXTS)),
+                                   atol=1e-5, rtol=0)
+    random = OpenCLIPBackbone.from_config(TINY_CONFIG, f"openclip:{tiny_model_name}")
+    assert b.identity() != random.identity()
+
+
+@pytest.mark.parametrize("problem, needle", [
+    ("other-model", "does not match open_clip model"),
+    ("pickle", "not a .safetensors file"),
+    ("missing", "does not exist"),
+    ("tag", "use one of them"),
+    ("not-openclip", "applies to openclip:<model>"),
+])
+def test_bad_checkpoint_is_one_clear_message(problem: str, needle: str, tiny_model_name: str, tmp_path: Path) -> None:
+    from dvpt.errors import BackboneError
+
+    name, path = f"openclip:{tiny_model_name}", tmp_path / "weights.safetensors"
+    if problem == "other-model":
+        wider = {**TINY_CONFIG, "text_cfg": {**TINY_CONFIG["text_cfg"], "width": 96, "heads": 4}}
+        _save(OpenCLIPBackbone.from_config(wider, "wider").model, path)
+    elif problem == "pickle":
+        path = tmp_path / "weights.bin"
+        path.write_bytes(b"not read")
+    elif problem == "tag":
+        name = "openclip:ViT-B-32/openai"
+    elif problem == "not-openclip":
+        name = "tiny-random"
+    with pytest.raises(BackboneError, match=needle) as info:
+        load_backbone(name, "cpu", str(path))
+    assert "\n" not in str(info.value)
+    if problem not in ("tag", "not-openclip"):
+        assert path.name in str(info.value)
+
+
+def test_mismatched_checkpoint_on_the_command_line(tiny_model_name: str, colours: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    from dvpt.cli import main
+
+    wider = {**TINY_CONFIG, "vision_cfg": {**TINY_CONFIG["vision_cfg"], "layers": 3}}
+    path = _save(OpenCLIPBackbone.from_config(wider, "deeper").model, tmp_path / "deeper.safetensors")
+    code = main(["train", "--method", "coop", "--backbone", f"openclip:{tiny_model_name}", "--set",
+                 f"backbone_checkpoint={path}", "--dataset", "folder", "--root", str(colours), "--shots", "2",
+                 "--epochs", "1", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "deeper.safetensors" in lines[0] and "does not match" in lines[0] and "resblocks" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_train_with_checkpoint_then_predict_uses_it(tiny_model_name: str, colours: Path, tmp_path: Path) -> None:
+    """The run records backbone_checkpoint, and the exported prompt reloads the same weights."""
+    trained = OpenCLIPBackbone.from_config(TINY_CONFIG, "src", seed=5)
+    file = _save(trained.model, tmp_path / "w.safetensors")
+    cfg = build_config(method="coop", flags={
+        "backbone": f"openclip:{tiny_model_name}", "backbone_checkpoint": str(file), "protocol": "all",
+        "device": "cpu", "precision": "fp32", "data": {"dataset": "folder", "root": str(colours), "shots": 2},
+        "optim": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+    })
+    run_dir = tmp_path / "run"
+    run_training(cfg, run_dir)
+    prompt = dvpt.load_prompt(export_prompt(run_dir, tmp_path / "p.dvpt"), device="cpu")
+    assert prompt.meta.backbone_checkpoint == str(file.resolve())
+    assert prompt.backbone.identity() == load_backbone(f"openclip:{tiny_model_name}", "cpu", str(file)).identity()

@@ -7,7 +7,7 @@ from . import hf_clip  # noqa: F401  (registers tiny-random, vit-b16-random)
 
 __all__ = ["Backbone", "Tokens", "load_backbone", "BACKBONES"]
 
-_cache: dict[tuple[str, str], Backbone] = {}
+_cache: dict[tuple[str, str, str | None], Backbone] = {}
 
 
 def _register_optional() -> None:
@@ -24,14 +24,21 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def load_backbone(name: str, device: str | None = None) -> Backbone:
-    """A frozen backbone by registered name (``micro``, ``tiny-random``), hub id or folder.
+def load_backbone(name: str, device: str | None = None, checkpoint: str | None = None) -> Backbone:
+    """A frozen backbone by registered name (``micro``, ``tiny-random``), hub id, folder or
+    ``openclip:<model>[/<tag>]``; ``checkpoint``: a local weights file for an ``openclip:`` name.
 
     Backbones are shared within a process: they are frozen, so every method may use the
     same instance.
     """
+    from ..errors import BackboneError
+
     device = device or "cpu"
-    key = (name, device)
+    key = (name, device, checkpoint)
+    if checkpoint and not name.startswith("openclip:"):
+        raise BackboneError(
+            f"backbone_checkpoint={checkpoint!r} applies to openclip:<model> backbones, not {name!r}; for a "
+            "transformers CLIP pass its folder as --backbone DIR, or use --backbone openclip:<model>")
     if key not in _cache:
         if name in BACKBONES:
             backbone = BACKBONES.get(name)()
@@ -39,11 +46,9 @@ def load_backbone(name: str, device: str | None = None) -> Backbone:
             try:
                 from .open_clip import load_open_clip
             except ImportError:
-                from ..errors import BackboneError
-
                 raise BackboneError(
                     f"--backbone {name!r} needs open_clip: pip install -e \".[openclip]\"") from None
-            backbone = load_open_clip(name)
+            backbone = load_open_clip(name, checkpoint)
         else:
             backbone = hf_clip.load_hf_clip(name)
         _cache[key] = backbone.freeze().to(device)

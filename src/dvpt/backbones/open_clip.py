@@ -9,6 +9,7 @@ that knows open_clip's attribute names.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -61,6 +62,32 @@ class OpenCLIPBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = CLIP(**config)
+        return cls(model.eval(), SimpleTokenizer(context_length=config["text_cfg"]["context_length"]), name, config)
+
+    @classmethod
+    def from_checkpoint(cls, config: dict, name: str, checkpoint: str) -> "OpenCLIPBackbone":
+        """open_clip's ``CLIP`` from ``config`` with every weight from a local safetensors file.
+
+        Strict: a file made for another model (missing, unexpected or differently shaped
+        tensors) is refused with one message, never loaded half-way.
+        """
+        from open_clip.model import CLIP
+        from open_clip.tokenizer import SimpleTokenizer
+
+        path = checkpoint_file(checkpoint)
+        state = _read_state(path)
+        model = CLIP(**config)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            example = (wrong or missing or unexpected)[0]
+            raise BackboneError(
+                f"backbone_checkpoint {str(path)!r} does not match open_clip model {name!r}: {len(missing)} tensors "
+                f"missing, {len(unexpected)} unexpected, {len(wrong)} of another shape (e.g. {example!r}); give the "
+                "checkpoint of this model, or the --backbone openclip:<model> it was trained as")
+        model.load_state_dict(state, strict=True)
         return cls(model.eval(), SimpleTokenizer(context_length=config["text_cfg"]["context_length"]), name, config)
 
     def identity_fields(self) -> dict:
@@ -184,6 +211,43 @@ def _check_driveable(model, name: str) -> None:
                             "use a CLIP-style model such as openclip:ViT-B-32 or openclip:ViT-B-16")
 
 
+CHECKPOINT_NAMES = ("open_clip_model.safetensors", "model.safetensors")
+
+
+def checkpoint_file(checkpoint: str) -> Path:
+    """The safetensors file a ``backbone_checkpoint`` names: the file itself, or in a folder
+    open_clip's hub file name, or the folder's only ``.safetensors`` file."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        named = [path / n for n in CHECKPOINT_NAMES if (path / n).is_file()]
+        found = named or sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise BackboneError(
+                f"backbone_checkpoint folder {checkpoint!r} holds {len(found)} .safetensors files and none named "
+                f"{CHECKPOINT_NAMES[0]}; point backbone_checkpoint at the file itself")
+        path = found[0]
+    if not path.is_file():
+        raise BackboneError(f"backbone_checkpoint {checkpoint!r} does not exist; give a .safetensors file or a folder "
+                            "holding one (e.g. open_clip_model.safetensors from the model's hub page)")
+    if path.suffix != ".safetensors":
+        raise BackboneError(
+            f"backbone_checkpoint {str(path)!r} is not a .safetensors file; dvpt does not read pickled checkpoints "
+            "(.bin/.pt/.pth). Use the model's open_clip_model.safetensors, or convert the file once where you trust it")
+    return path
+
+
+def _read_state(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BackboneError(f"cannot read backbone_checkpoint {str(path)!r}: {str(exc).splitlines()[0]}; "
+                            "download or convert it again") from None
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 @BACKBONES.register("openclip-tiny-random")
 def _openclip_tiny_random(**_: object) -> Backbone:
     return OpenCLIPBackbone.from_config(TINY_CONFIG, "openclip-tiny-random")
@@ -192,12 +256,13 @@ def _openclip_tiny_random(**_: object) -> Backbone:
 PREFIX = "openclip:"
 
 
-def load_open_clip(spec: str) -> Backbone:
-    """``openclip:<model>[/<pretrained tag>]``: open_clip's model config, weights by tag.
+def load_open_clip(spec: str, checkpoint: str | None = None) -> Backbone:
+    """``openclip:<model>[/<pretrained tag>]``: open_clip's model config, weights by tag or
+    from a local ``checkpoint`` (a ``.safetensors`` file, or a folder holding one).
 
-    Without a tag the weights are random (seeded) and a warning says so; a tag downloads on a
-    connected machine like a transformers hub id. Only CLIP-style towers (a causal text
-    transformer and a patch ViT) are accepted: the adapter runs their blocks itself.
+    Without a tag or checkpoint the weights are random (seeded) and a warning says so; a tag
+    downloads on a connected machine like a transformers hub id. Only CLIP-style towers (a
+    causal text transformer and a patch ViT) are accepted: the adapter runs their blocks itself.
     """
     import open_clip
 
@@ -217,6 +282,12 @@ def load_open_clip(spec: str) -> Backbone:
             f"open_clip model {model_name!r} uses a timm or Hugging Face tower, which dvpt does not drive yet; "
             "use a CLIP-style model such as openclip:ViT-B-32 or openclip:ViT-B-16"
         )
+    if checkpoint:
+        if tag:
+            raise BackboneError(
+                f"--backbone {spec!r} names pretrained tag {tag!r} and backbone_checkpoint={checkpoint!r} is set: "
+                f"use one of them (openclip:{model_name} with the checkpoint, or the tag alone)")
+        return OpenCLIPBackbone.from_checkpoint(config, spec, checkpoint)
     if not tag:
         import warnings
 

@@ -33,7 +33,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config key, e.g. --set optim.lr=0.01 --set options.n_ctx=8")
     parser.add_argument("--method", help="registered method (see `dvpt methods`)")
-    parser.add_argument("--backbone", help="micro | tiny-random | a CLIP hub id or local folder")
+    parser.add_argument("--backbone", help="micro | tiny-random | a CLIP hub id or local folder | "
+                        "openclip:<model>[/<tag>] (weights file: --set backbone_checkpoint=PATH)")
     parser.add_argument("--protocol", help="base2novel | all | crossdataset | domaingen | fewshot")
     parser.add_argument("--dataset", help="registered dataset (see `dvpt datasets list`)")
     parser.add_argument("--root", help="dataset root folder")

@@ -85,6 +85,8 @@ class RunConfig(Validated):
     #: a registered method (``dvpt methods``); checked with its options by ``build_config``
     method: str = "coop"
     backbone: str = "micro"
+    #: a local weights file (.safetensors, or a folder holding one) for an openclip:<model> backbone
+    backbone_checkpoint: str | None = None
     #: a registered protocol: base2novel | all | crossdataset | domaingen | fewshot
     protocol: str = "base2novel"
     seed: NonNegativeInt = 1

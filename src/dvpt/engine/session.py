@@ -47,7 +47,7 @@ class Session:
         self.method_cls = get_method(cfg.method)
         self.options = from_dict(self.method_cls.Options, cfg.options, "options")
         self.text_options = TextOptions(cfg.text.share_prefix, cfg.text.chunk, cfg.text.checkpoint)
-        self.backbone = load_backbone(cfg.backbone, str(self.device))
+        self.backbone = load_backbone(cfg.backbone, str(self.device), cfg.backbone_checkpoint)
         self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size, cache_dir=cfg.cache.dir)
 
     # ---- data -------------------------------------------------------------------------

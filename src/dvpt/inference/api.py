@@ -181,7 +181,8 @@ def load_prompt(
     if isinstance(backbone, Backbone):
         model = backbone
     else:
-        model = load_backbone(backbone or meta.backbone, str(resolve_device(device or "auto")))
+        checkpoint = None if backbone else meta.backbone_checkpoint
+        model = load_backbone(backbone or meta.backbone, str(resolve_device(device or "auto")), checkpoint)
     if check_backbone:
         verify_backbone(path, meta, model)
     with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten; keep the caller's RNG
@@ -255,6 +256,7 @@ def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False
         method=cfg.method,
         options=dataclasses.asdict(session.options),
         backbone=cfg.backbone,
+        backbone_checkpoint=str(Path(cfg.backbone_checkpoint).resolve()) if cfg.backbone_checkpoint else None,
         backbone_identity=backbone.identity(),
         classnames=list(method.classnames),
         templates=list(method.templates),

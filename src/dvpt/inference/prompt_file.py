@@ -59,6 +59,8 @@ class PromptMeta:
     source: dict[str, Any] = field(default_factory=dict)
     dvpt_version: str = ""
     format_version: int = FORMAT_VERSION
+    #: the local weights file an ``openclip:<model>`` backbone was loaded from, if any
+    backbone_checkpoint: str | None = None
 
 
 @dataclass
