@@ -8,11 +8,17 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import io
-    from ..experiments.benchmark import RESULTS, curve_table, load_plan, run_benchmark, run_budget_curve, summary_table
+    from ..experiments.benchmark import (RESULTS, chosen_scales, curve_table, load_plan, run_benchmark, run_budget_curve,
+                                         run_lr_grid, summary_table)
 
     plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
                      seeds=args.seeds, datasets=args.datasets)
     output = Path(args.output)
+    if args.lr_grid:
+        records = run_lr_grid(plan, output)
+        for method, scale in chosen_scales(records).items():
+            print(f"{method}: lr x{scale:g}")
+        return 0
     if args.epochs:
         print(curve_table(run_budget_curve(plan, args.epochs, output)))
         return 0
@@ -43,4 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=_csv(int), help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--epochs", type=_csv(int),
                         help="budget curve: run the plan once per epoch count (e.g. 5,10,20,40) into budget-curve.jsonl")
+    parser.add_argument("--lr-grid", action="store_true", dest="lr_grid",
+                        help="every method at every lr scale of the rule's grid into tuning.jsonl (use with --tuning), "
+                             "then print each method's best scale")
     parser.set_defaults(func=run)

@@ -14,7 +14,7 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -40,9 +40,39 @@ class BenchmarkPlan:
     seeds: list[int]
     datasets: list[str]
     methods: list[str]
-    #: ``key.path=value`` overrides every run gets on top of presets/offline.yaml
+    #: ``key.path=value`` overrides every run gets after the rule (e.g. the quick plan's budget)
     budget: list[str]
     protocol: str = "base2novel"
+    #: the rule: one batch size, epoch count and precision for every method
+    batch_size: int = 64
+    epochs: int = 5
+    precision: str = "auto"
+    #: each method's lr = its anchor (``anchor_lr``) times its scale, chosen on the tuning data
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    #: the scales every method tries on the tuning data (the same grid for all)
+    lr_grid: list[float] = field(default_factory=lambda: [1.0])
+
+
+def anchor_lr(method: str, batch_size: int, epochs: int) -> float | None:
+    """The method's published lr carried to the common batch and epoch count; None = nothing trains.
+
+    Linear scaling in both: ``lr x batch / published batch`` keeps the per-image step, and
+    ``x published epochs / epochs`` keeps the recipe's total step length (lr summed over its
+    epochs) when every method gets the same, shorter number of epochs. A recipe of 200
+    epochs (CoOp) and one of 5 (MaPLe) are thus shortened or lengthened by the same rule.
+    """
+    optim = method_preset(method).get("optim", {})
+    if not optim.get("epochs"):
+        return None
+    return float(optim["lr"]) * batch_size / int(optim["batch_size"]) * int(optim["epochs"]) / epochs
+
+
+def method_lr(plan: BenchmarkPlan, method: str, scale: float | None = None) -> float | None:
+    """The lr ``method`` trains with under the plan's rule (its chosen scale unless ``scale``)."""
+    anchor = anchor_lr(method, plan.batch_size, plan.epochs)
+    if anchor is None:
+        return None
+    return anchor * (plan.lr_scale.get(method, 1.0) if scale is None else scale)
 
 
 def load_plan(quick: bool = False, tuning: bool = False, protocol: str = "base2novel",
@@ -60,22 +90,35 @@ def load_plan(quick: bool = False, tuning: bool = False, protocol: str = "base2n
     unknown = [m for m in wanted if m not in METHODS or (m != "zeroshot" and not method_preset(m))]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; see `dvpt methods`")
+    rule = spec.get("rule", {})
     return BenchmarkPlan(
         backbone=spec["backbone"], shots=int(spec["shots"]), domain=spec["domain"],
         test_per_class=int(spec["test_per_class"]), seeds=[int(s) for s in (seeds or spec["seeds"])],
         datasets=list(datasets or spec["datasets"]), methods=wanted, budget=list(spec.get("budget", [])),
-        protocol=protocol,
+        protocol=protocol, batch_size=int(rule.get("batch_size", 64)), epochs=int(rule.get("epochs", 5)),
+        precision=str(rule.get("precision", "auto")),
+        lr_scale={str(k): float(v) for k, v in (spec.get("lr_scale") or {}).items()},
+        lr_grid=[float(v) for v in rule.get("lr_grid", [1.0])],
     )
 
 
-def run_config(plan: BenchmarkPlan, method: str, dataset: str, seed: int, output: Path):
-    """The method's preset, the shared offline budget, then the plan's budget overrides."""
-    flags = {"backbone": plan.backbone, "protocol": plan.protocol, "seed": seed,
+def run_config(plan: BenchmarkPlan, method: str, dataset: str, seed: int, output: Path,
+               scale: float | None = None, extra: Sequence[str] = ()):
+    """The method's preset, the shared offline file, the plan's rule, then its budget overrides.
+
+    The rule sets the same batch, epochs, precision and no warm-up for every method, and the
+    method's own lr (``method_lr``); ``scale`` replaces the chosen lr scale (the tuning grid).
+    """
+    flags = {"backbone": plan.backbone, "protocol": plan.protocol, "seed": seed, "precision": plan.precision,
              "data": {"dataset": dataset, "shots": plan.shots,
                       "options": {"domain": plan.domain, "test_per_class": plan.test_per_class}},
+             "optim": {"batch_size": plan.batch_size, "epochs": plan.epochs, "warmup_epochs": 0},
              "cache": {"dir": str(output / "feature-cache")}}
+    lr = method_lr(plan, method, scale)
+    if lr is not None:
+        flags["optim"]["lr"] = lr
     return build_config(method=method, files=[str(PRESET_DIR / "offline.yaml")], flags=flags,
-                        overrides=list(plan.budget))
+                        overrides=[*plan.budget, *extra])
 
 
 def job_key(record: dict[str, Any]) -> tuple:
@@ -108,15 +151,49 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def record_of(cfg, metrics: dict[str, Any], plan: BenchmarkPlan) -> dict[str, Any]:
+def record_of(cfg, metrics: dict[str, Any], plan: BenchmarkPlan, scale: float | None = None) -> dict[str, Any]:
     resolved = to_dict(cfg)
+    trains = anchor_lr(cfg.method, plan.batch_size, plan.epochs) is not None
     return {
         "protocol": plan.protocol, "dataset": cfg.data.dataset, "domain": plan.domain, "method": cfg.method,
         "seed": cfg.seed, "shots": plan.shots, "test_per_class": plan.test_per_class, "backbone": plan.backbone,
         "base": metrics["base"], "novel": metrics["novel"], "hm": metrics["hm"],
         "train_acc": metrics.get("train_acc"), "seconds": metrics.get("seconds"),
-        "hyperparameters": {"optim": resolved["optim"], "options": resolved["options"]},
+        "lr_scale": (plan.lr_scale.get(cfg.method, 1.0) if scale is None else scale) if trains else None,
+        "hyperparameters": {"optim": resolved["optim"], "options": resolved["options"],
+                            "precision": resolved["precision"]},
     }
+
+
+def run_lr_grid(plan: BenchmarkPlan, output: Path) -> list[dict[str, Any]]:
+    """Every trained method at every scale of the plan's grid, into ``<output>/tuning.jsonl``.
+
+    Meant for the tuning data (``--tuning``): the same number of trials for every method,
+    each around its own anchor lr; ``chosen_scales`` then picks each method's best HM.
+    """
+    results = output / "tuning.jsonl"
+    done = {job_key(r) + (float(r["lr_scale"]),) for r in read_results(results)}
+    trained = [m for m in plan.methods if anchor_lr(m, plan.batch_size, plan.epochs) is not None]
+    for scale in plan.lr_grid:
+        for dataset in plan.datasets:
+            for seed in plan.seeds:
+                for method in trained:
+                    if (plan.protocol, dataset, plan.domain, method, seed, plan.shots, float(scale)) in done:
+                        continue
+                    cfg = run_config(plan, method, dataset, seed, output, scale=scale)
+                    folder = output / "runs" / "tuning" / f"x{scale:g}" / dataset / method / f"seed{seed}"
+                    metrics = run_training(cfg, folder)
+                    _append(results, record_of(cfg, metrics, plan, scale=scale))
+                    log.info("tuning %s %s seed %d lr x%g: hm %.2f", dataset, method, seed, scale, metrics["hm"])
+    return read_results(results)
+
+
+def chosen_scales(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Each method's grid scale with the best mean tuning HM (ties: the smaller scale)."""
+    means: dict[str, dict[float, list[float]]] = {}
+    for r in records:
+        means.setdefault(r["method"], {}).setdefault(float(r["lr_scale"]), []).append(float(r["hm"]))
+    return {m: min(by, key=lambda s: (-statistics.fmean(by[s]), s)) for m, by in means.items()}
 
 
 def run_budget_curve(plan: BenchmarkPlan, epochs: Sequence[int], output: Path) -> list[dict[str, Any]]:
@@ -128,13 +205,13 @@ def run_budget_curve(plan: BenchmarkPlan, epochs: Sequence[int], output: Path) -
     results = output / "budget-curve.jsonl"
     done = {job_key(r) + (r["epochs"],) for r in read_results(results)}
     for count in epochs:
-        sub = BenchmarkPlan(**{**plan.__dict__, "budget": [*plan.budget, f"optim.epochs={int(count)}"]})
         for dataset in plan.datasets:
             for seed in plan.seeds:
                 for method in plan.methods:
                     if (plan.protocol, dataset, plan.domain, method, seed, plan.shots, int(count)) in done:
                         continue
-                    cfg = run_config(sub, method, dataset, seed, output)
+                    # the lr stays the one the rule gives at its own epoch count: only the length moves
+                    cfg = run_config(plan, method, dataset, seed, output, extra=[f"optim.epochs={int(count)}"])
                     folder = output / "runs" / "curve" / f"e{int(count)}" / dataset / method / f"seed{seed}"
                     metrics = run_training(cfg, folder)
                     _append(results, {**record_of(cfg, metrics, plan), "epochs": int(count)})
