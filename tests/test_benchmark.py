@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_one_line_per_run_and_resumes(tmp_path, capsys):
         assert r["shots"] == 16 and r["test_per_class"] == 10
         assert 0 < r["base"] <= 100 and 0 < r["novel"] <= 100 and 0 < r["train_acc"] <= 100
         assert r["hm"] == pytest.approx(2 * r["base"] * r["novel"] / (r["base"] + r["novel"]))
-        assert r["hyperparameters"]["optim"]["epochs"] == 2 and r["hyperparameters"]["optim"]["lr"] == 0.05
+        assert r["hyperparameters"]["optim"]["epochs"] == 2 and r["hyperparameters"]["optim"]["lr"] == pytest.approx(0.05)
     by = {(r["method"], r["seed"]): r for r in records}
     # 43 base classes: chance is ~2%; zero-shot is far above it and does not depend on the seed's training
     assert by[("zeroshot", 1)]["base"] > 30
@@ -112,3 +112,57 @@ def test_update_doc_replaces_only_the_marked_block(tmp_path):
     assert update_doc(doc, f"{BEGIN}\nnew\n{END}")
     assert doc.read_text() == f"intro\n\n{BEGIN}\nnew\n{END}\n\noutro\n"
     assert not update_doc(doc, f"{BEGIN}\nnew\n{END}")
+
+
+def _tuning_line(method, scale, hm, seed=1):
+    return {"protocol": "base2novel", "dataset": "emoji-travel", "domain": "color", "method": method, "seed": seed,
+            "shots": 16, "lr_scale": scale, "hm": hm, "base": hm, "novel": hm}
+
+
+def test_anchor_lr_carries_each_published_recipe_to_the_common_batch_and_epochs():
+    from dvpt.experiments.benchmark import anchor_lr
+
+    # CoOp: 0.002 at batch 32 for 200 epochs -> x4 for batch 128, x20 for 10 epochs instead of 200
+    assert anchor_lr("coop", 128, 10) == pytest.approx(0.002 * 4 * 20)
+    # MaPLe: 0.0035 at batch 4 for 5 epochs -> x32 for the batch, x0.5 for twice the epochs
+    assert anchor_lr("maple", 128, 10) == pytest.approx(0.0035 * 32 * 0.5)
+    # KgCoOp already uses batch 128: only the epochs (100 -> 10) move it
+    assert anchor_lr("kgcoop", 128, 10) == pytest.approx(0.002 * 10)
+    assert anchor_lr("zeroshot", 128, 10) is None
+
+
+def test_plan_rule_gives_every_method_the_same_steps_and_its_own_lr(tmp_path):
+    from dvpt.experiments.benchmark import BenchmarkPlan, anchor_lr, run_config
+
+    plan = load_plan()
+    plan = BenchmarkPlan(**{**plan.__dict__, "lr_scale": {"coop": 2.0}})
+    for method in ("coop", "kgcoop", "maple", "promptsrc", "dvpt"):
+        cfg = run_config(plan, method, "emoji-activities", 1, tmp_path)
+        assert (cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.warmup_epochs) == (plan.batch_size, plan.epochs, 0)
+        assert cfg.precision == plan.precision
+        scale = 2.0 if method == "coop" else 1.0
+        assert cfg.optim.lr == pytest.approx(anchor_lr(method, plan.batch_size, plan.epochs) * scale)
+    # a grid trial replaces the chosen scale; the budget curve keeps the lr and moves only the epochs
+    assert run_config(plan, "coop", "emoji-activities", 1, tmp_path, scale=0.5).optim.lr == pytest.approx(
+        anchor_lr("coop", plan.batch_size, plan.epochs) * 0.5)
+    curve = run_config(plan, "coop", "emoji-activities", 1, tmp_path, extra=["optim.epochs=40"])
+    assert curve.optim.epochs == 40 and curve.optim.lr == pytest.approx(anchor_lr("coop", 128, plan.epochs) * 2)
+
+
+def test_scales_are_chosen_by_mean_tuning_hm_and_an_unfinished_grid_is_refused(tmp_path):
+    from dvpt.experiments.benchmark import chosen_scales, with_scales_from
+
+    lines = [_tuning_line("coop", 1.0, 50.0), _tuning_line("coop", 2.0, 52.0), _tuning_line("coop", 0.5, 49.0),
+             _tuning_line("dvpt", 1.0, 55.0), _tuning_line("dvpt", 2.0, 55.0), _tuning_line("dvpt", 0.5, 54.0),
+             _tuning_line("coop", 2.0, 46.0, seed=2), _tuning_line("coop", 1.0, 50.0, seed=2)]
+    # coop: x2 has mean 49 over two seeds, x1 has 50; dvpt ties x1 and x2: the smaller wins
+    assert chosen_scales(lines) == {"coop": 1.0, "dvpt": 1.0}
+    path = tmp_path / "tuning.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    plan = with_scales_from(load_plan(methods=["zeroshot", "coop", "dvpt"]), path)
+    assert plan.lr_scale == {"coop": 1.0, "dvpt": 1.0}
+    with pytest.raises(DataError, match="no tuning runs of kgcoop"):
+        with_scales_from(load_plan(methods=["coop", "kgcoop"]), path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
+    with pytest.raises(DataError, match="same number of scales"):
+        with_scales_from(load_plan(methods=["coop", "dvpt"]), path)

@@ -9,10 +9,12 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from ..engine import io
     from ..experiments.benchmark import (RESULTS, chosen_scales, curve_table, load_plan, run_benchmark, run_budget_curve,
-                                         run_lr_grid, summary_table)
+                                         run_lr_grid, summary_table, with_scales_from)
 
     plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
                      seeds=args.seeds, datasets=args.datasets)
+    if args.scales_from:
+        plan = with_scales_from(plan, Path(args.scales_from))
     output = Path(args.output)
     if args.lr_grid:
         records = run_lr_grid(plan, output)
@@ -52,4 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr-grid", action="store_true", dest="lr_grid",
                         help="every method at every lr scale of the rule's grid into tuning.jsonl (use with --tuning), "
                              "then print each method's best scale")
+    parser.add_argument("--scales-from", metavar="TUNING_JSONL", dest="scales_from",
+                        help="each method's best lr scale in this tuning file instead of the preset's lr_scale")
     parser.set_defaults(func=run)

@@ -165,6 +165,28 @@ def record_of(cfg, metrics: dict[str, Any], plan: BenchmarkPlan, scale: float | 
     }
 
 
+def with_scales_from(plan: BenchmarkPlan, tuning_file: Path) -> BenchmarkPlan:
+    """The plan with each method's best scale in ``tuning_file`` (a ``run_lr_grid`` output).
+
+    Lets the reported pass start the moment tuning ends; the preset's ``lr_scale`` is then
+    written from the same file, and a test checks the two agree.
+    """
+    records = read_results(tuning_file)
+    if not records:
+        raise DataError(f"{tuning_file} holds no tuning runs; run `dvpt benchmark --tuning --lr-grid -o DIR` first")
+    scales = chosen_scales(records)
+    trained = [m for m in plan.methods if anchor_lr(m, plan.batch_size, plan.epochs) is not None]
+    missing = [m for m in trained if m not in scales]
+    if missing:
+        raise DataError(f"{tuning_file} has no tuning runs of {', '.join(missing)}; "
+                        "run `dvpt benchmark --tuning --lr-grid` for them or drop them with --methods")
+    grids = {m: len({float(r["lr_scale"]) for r in records if r["method"] == m}) for m in trained}
+    if len(set(grids.values())) > 1:
+        raise DataError(f"{tuning_file}: the methods did not try the same number of scales ({grids}); "
+                        "finish the grid before choosing from it")
+    return BenchmarkPlan(**{**plan.__dict__, "lr_scale": {m: scales[m] for m in trained}})
+
+
 def run_lr_grid(plan: BenchmarkPlan, output: Path) -> list[dict[str, Any]]:
     """Every trained method at every scale of the plan's grid, into ``<output>/tuning.jsonl``.
 
