@@ -94,7 +94,7 @@ def test_test_per_class_must_be_positive(tmp_path):
 def test_committed_results_doc_equals_the_tables_rebuilt_from_the_result_files():
     from pathlib import Path
 
-    from dvpt.experiments.benchmark import BEGIN, END, read_result_dir, render_results
+    from dvpt.experiments.benchmark_tables import BEGIN, END, read_result_dir, render_results
 
     root = Path(__file__).resolve().parent.parent
     block = render_results(read_result_dir(root / "docs" / "results"))
@@ -105,7 +105,7 @@ def test_committed_results_doc_equals_the_tables_rebuilt_from_the_result_files()
 
 
 def test_update_doc_replaces_only_the_marked_block(tmp_path):
-    from dvpt.experiments.benchmark import BEGIN, END, update_doc
+    from dvpt.experiments.benchmark_tables import BEGIN, END, update_doc
 
     doc = tmp_path / "r.md"
     doc.write_text(f"intro\n\n{BEGIN}\nold\n{END}\n\noutro\n")
@@ -166,3 +166,96 @@ def test_scales_are_chosen_by_mean_tuning_hm_and_an_unfinished_grid_is_refused(t
     path.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
     with pytest.raises(DataError, match="same number of scales"):
         with_scales_from(load_plan(methods=["coop", "dvpt"]), path)
+
+
+def _run(method, dataset, seed, base, novel):
+    return {"protocol": "base2novel", "dataset": dataset, "domain": "color", "method": method, "seed": seed,
+            "shots": 16, "base": base, "novel": novel, "hm": 2 * base * novel / (base + novel), "train_acc": base,
+            "seconds": 10.0, "lr_scale": None if method == "zeroshot" else 1.0,
+            "hyperparameters": {"optim": {"lr": 0.16, "batch_size": 128, "epochs": 10, "warmup_epochs": 0},
+                                "options": {}, "precision": "bf16"}}
+
+
+def _signature_records():
+    records = []
+    for dataset in ("a", "b"):
+        for seed in (1, 2, 3):
+            records += [_run("zeroshot", dataset, seed, 60.0, 60.0),
+                        _run("coop", dataset, seed, 66.0 + seed, 50.0 - seed),
+                        _run("kgcoop", dataset, seed, 63.0 + seed, 57.0 - seed),
+                        _run("dvpt", dataset, seed, 64.0, 59.0 + seed)]
+    return records
+
+
+def test_signature_table_pairs_runs_against_zeroshot_and_coop():
+    from dvpt.experiments.benchmark_tables import signature_table
+
+    table = signature_table(_signature_records())
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert "zeroshot" not in rows
+    # CoOp: base +8 (66+2 - 60 on average), novel -12: both intervals exclude zero
+    assert "+8.00 [" in rows["coop"] and "]* (6 pairs)" in rows["coop"] and "-12.00 [" in rows["coop"]
+    # KgCoOp loses 5 novel points against zero-shot, 7 fewer than CoOp
+    assert "-5.00 [" in rows["kgcoop"] and "+7.00 [+7.00, +7.00]* (6 pairs)" in rows["kgcoop"]
+
+
+def test_hyperparameter_and_time_tables_come_from_the_runs():
+    from dvpt.experiments.benchmark_tables import hyperparameter_table, time_table
+
+    records = _signature_records()
+    table = hyperparameter_table(records)
+    assert "| coop | 0.002, 32, 200 | 1 | 0.16 | 128 | 10 | 0 | bf16 |" in table
+    assert "| zeroshot | — | — | — | — | 0 | — | bf16 |" in table
+    assert "| all | 24 | | 4.0 |" in time_table(records)
+
+
+def test_update_doc_writes_tables_figures_and_the_readme_summary(tmp_path):
+    from dvpt.experiments.benchmark_tables import README_BEGIN, README_END
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "base2novel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _signature_records()))
+    curve = [{**_run(m, "t", 1, 60.0 + e, 50.0 - e), "epochs": e} for m in ("coop", "dvpt") for e in (5, 10)]
+    (results / "budget-curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+    doc, readme = tmp_path / "results.md", tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\nrest\n")
+    assert main(["report", str(results), "--update-doc", str(doc), "--update-readme", str(readme)]) == 0
+    text = doc.read_text()
+    assert "### The literature's signature" in text and "### Budget curve" in text
+    for name in ("benchmark-base-novel.png", "benchmark-budget-curve.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = readme.read_text()
+    assert summary.startswith("# x\n\n" + README_BEGIN) and summary.endswith(README_END + "\n\nrest\n")
+    assert "| kgcoop | 6 |" in summary and "a, b (seeds 1, 2, 3)" in summary
+    # the same results give the same figure bytes
+    before = (tmp_path / "figures" / "benchmark-base-novel.png").read_bytes()
+    assert main(["report", str(results), "--update-doc", str(doc)]) == 0
+    assert (tmp_path / "figures" / "benchmark-base-novel.png").read_bytes() == before
+
+
+def test_committed_readme_summary_equals_the_one_rebuilt_from_the_result_files():
+    from pathlib import Path
+
+    from dvpt.experiments.benchmark_tables import README_BEGIN, README_END, read_result_dir, render_readme
+
+    root = Path(__file__).resolve().parent.parent
+    block = render_readme(read_result_dir(root / "docs" / "results"))
+    readme = (root / "README.md").read_text()
+    assert README_BEGIN in readme and README_END in readme
+    committed = README_BEGIN + readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
+    assert committed == block, "README's benchmark table is stale: run `dvpt report docs/results --update-readme README.md`"
+
+
+@pytest.mark.slow
+def test_worker_pool_writes_the_same_lines_as_one_process(tmp_path, capsys):
+    # zero-shot only: nothing trains, so the pool's bookkeeping is what is measured here
+    args = ["benchmark", "--quick", "--methods", "zeroshot"]
+    assert main([*args, "-o", str(tmp_path / "one")]) == 0
+    assert main([*args, "--workers", "2", "-o", str(tmp_path / "pool")]) == 0
+    one = sorted(read_results(tmp_path / "one" / "results.jsonl"), key=lambda r: r["seed"])
+    pool = sorted(read_results(tmp_path / "pool" / "results.jsonl"), key=lambda r: r["seed"])
+    assert [r["seed"] for r in pool] == [1, 2]
+    for a, b in zip(one, pool):
+        assert (a["base"], a["novel"], a["hm"], a["hyperparameters"]) == (b["base"], b["novel"], b["hm"], b["hyperparameters"])
+    assert main([*args, "--workers", "0", "-o", str(tmp_path / "none")]) == 2
+    assert "--workers 0: give 1 or more" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"dvpt benchmark: {plan.protocol}, {len(plan.datasets)} datasets x {len(plan.methods)} methods x "
           f"{len(plan.seeds)} seeds -> {output / RESULTS}", file=sys.stderr)
-    records = [r for r in run_benchmark(plan, output) if r["protocol"] == plan.protocol]
+    records = [r for r in run_benchmark(plan, output, workers=args.workers) if r["protocol"] == plan.protocol]
     table = summary_table(records)
     io.write_text(output / "summary.md", table + "\n")
     print(table)
@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr-grid", action="store_true", dest="lr_grid",
                         help="every method at every lr scale of the rule's grid into tuning.jsonl (use with --tuning), "
                              "then print each method's best scale")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes of one torch thread each (default 1: runs in this process)")
     parser.add_argument("--scales-from", metavar="TUNING_JSONL", dest="scales_from",
                         help="each method's best lr scale in this tuning file instead of the preset's lr_scale")
     parser.set_defaults(func=run)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.update_doc:
+    if args.update_doc or args.update_readme:
         return _update_doc(args)
     from ..report import build_report, write_report
     from ..report.build import parse_formats
@@ -29,16 +29,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _update_doc(args: argparse.Namespace) -> int:
-    """Benchmark result files (``*.jsonl``) -> the marked tables of a markdown file."""
+    """Benchmark result files (``*.jsonl``) -> the marked tables of a markdown file (and its figures)."""
     from ..errors import DvptError
-    from ..experiments.benchmark import read_result_dir, render_results, update_doc
+    from ..experiments.benchmark_figures import write_figures
+    from ..experiments.benchmark_tables import (README_BEGIN, README_END, read_result_dir, render_readme,
+                                                render_results, update_doc)
 
     if len(args.dirs) != 1:
-        raise DvptError("--update-doc takes one results folder (e.g. docs/results)")
-    block = render_results(read_result_dir(Path(args.dirs[0])))
-    changed = update_doc(Path(args.update_doc), block)
-    print(block)
-    print(f"{args.update_doc}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
+        raise DvptError("--update-doc/--update-readme take one results folder (e.g. docs/results)")
+    results = read_result_dir(Path(args.dirs[0]))
+    if args.update_doc:
+        block = render_results(results)
+        changed = update_doc(Path(args.update_doc), block)
+        figures = [] if args.no_plots else write_figures(results, Path(args.update_doc).parent / "figures")
+        print(block)
+        print(f"{args.update_doc}: {'updated' if changed else 'already up to date'}; "
+              f"{len(figures)} figures written", file=sys.stderr)
+    if args.update_readme:
+        changed = update_doc(Path(args.update_readme), render_readme(results), README_BEGIN, README_END)
+        print(f"{args.update_readme}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
     return 0
 
 
@@ -52,5 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "or the mean of per-dataset HMs")
     parser.add_argument("--update-doc", metavar="FILE",
                         help="DIR holds `dvpt benchmark` result files (*.jsonl): rewrite FILE's benchmark tables from them")
+    parser.add_argument("--update-readme", metavar="FILE", dest="update_readme",
+                        help="DIR holds `dvpt benchmark` result files: rewrite FILE's benchmark summary table from them")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.set_defaults(func=run)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -21,8 +20,12 @@ from typing import Any, Iterable, Sequence
 from ..config.loader import PRESET_DIR, build_config, method_preset, read_yaml, to_dict
 from ..engine.runner import run_training
 from ..errors import ConfigError, DataError
-from ..files import json_text, parse_json, write_text
+from ..files import json_text
 from ..methods import METHODS
+# the tables read result files and never run anything; re-exported for callers of this module
+from .benchmark_tables import (ABLATION_REFERENCE, BEGIN, END, bootstrap_ci, curve_table,  # noqa: F401
+                               paired_differences, read_result_dir, read_results, render_results, row_table,
+                               selected_row, summary_table, update_doc)
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +129,6 @@ def job_key(record: dict[str, Any]) -> tuple:
             int(record["shots"]))
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Every line of a results file; a broken line names the file, the line and the fix."""
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        record = parse_json(line, f"{path}:{number}", "results line", error=DataError,
-                            fix="delete that line and re-run to redo the run")
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number} is not a JSON object; delete that line and re-run to redo the run")
-        records.append(record)
-    return records
-
-
 def _append(path: Path, record: dict[str, Any]) -> None:
     """One whole line per call, flushed and synced: a crash never leaves half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,183 +227,78 @@ def run_budget_curve(plan: BenchmarkPlan, epochs: Sequence[int], output: Path) -
     return read_results(results)
 
 
-def run_benchmark(plan: BenchmarkPlan, output: Path) -> list[dict[str, Any]]:
-    """Run every job without a line in ``<output>/results.jsonl``; returns all lines."""
+def run_benchmark(plan: BenchmarkPlan, output: Path, workers: int = 1) -> list[dict[str, Any]]:
+    """Run every job without a line in ``<output>/results.jsonl``; returns all lines.
+
+    ``workers > 1`` runs the jobs on that many long-lived worker processes of one torch
+    thread each (the sweep's ``WorkerProcess``); this process alone appends the lines, so they
+    never interleave, and a run that fails leaves no line (re-running retries it).
+    """
     results = output / RESULTS
     done = {job_key(r) for r in read_results(results)}
-    jobs = [(d, m, s) for d in plan.datasets for s in plan.seeds for m in plan.methods]
+    jobs = [(d, m, s) for d in plan.datasets for s in plan.seeds for m in plan.methods
+            if (plan.protocol, d, plan.domain, m, s, plan.shots) not in done]
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give 1 or more worker processes")
     started = time.time()
-    for dataset, method, seed in jobs:
-        key = (plan.protocol, dataset, plan.domain, method, seed, plan.shots)
-        if key in done:
-            continue
-        cfg = run_config(plan, method, dataset, seed, output)
-        folder = output / "runs" / plan.protocol / dataset / method / f"seed{seed}"
-        metrics = run_training(cfg, folder)
-        _append(results, record_of(cfg, metrics, plan))
-        log.info("%s %s seed %d: base %.2f novel %.2f hm %.2f train %.1f", dataset, method, seed,
-                 metrics["base"], metrics["novel"], metrics["hm"], metrics.get("train_acc") or float("nan"))
+    if workers > 1:
+        _run_pool(plan, output, jobs, workers)
+    else:
+        for dataset, method, seed in jobs:
+            cfg = run_config(plan, method, dataset, seed, output)
+            folder = output / "runs" / plan.protocol / dataset / method / f"seed{seed}"
+            _finish(plan, results, cfg, run_training(cfg, folder))
     log.info("benchmark pass finished in %.0f s", time.time() - started)
     return read_results(results)
 
 
-# ---- intervals -----------------------------------------------------------------------------
-def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap interval of ``values`` (resampling the runs).
-
-    The runs are (dataset, seed) pairs, so the interval covers both seed and dataset spread.
-    One value has no interval (returned as the mean twice).
-    """
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("bootstrap_ci needs at least one value")
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return mean, mean, mean
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
-    return mean, means[int(0.025 * resamples)], means[min(resamples - 1, int(0.975 * resamples))]
+def _finish(plan: BenchmarkPlan, results: Path, cfg, metrics: dict[str, Any]) -> None:
+    _append(results, record_of(cfg, metrics, plan))
+    log.info("%s %s seed %d: base %.2f novel %.2f hm %.2f train %.1f", cfg.data.dataset, cfg.method, cfg.seed,
+             metrics["base"], metrics["novel"], metrics["hm"], metrics.get("train_acc") or float("nan"))
 
 
-def paired_differences(records: Iterable[dict[str, Any]], method: str, metric: str,
-                       reference: str = REFERENCE) -> list[float]:
-    """``method - reference`` on each (dataset, seed) both ran: the same few-shot sample."""
-    by = {(r["dataset"], r["seed"], r["method"]): r[metric] for r in records}
-    return [by[(d, s, method)] - by[(d, s, reference)] for (d, s, m) in sorted(by) if m == method
-            and (d, s, reference) in by]
+def _run_pool(plan: BenchmarkPlan, output: Path, jobs: list[tuple[str, str, int]], workers: int) -> None:
+    """The jobs on ``workers`` worker processes; failures are collected and reported at the end."""
+    import queue
+    import threading
 
+    from ..engine.io import read_json, write_yaml
+    from ..sweep.worker import Task, WorkerProcess
 
-def summary_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> str:
-    """Per method: mean base/novel/HM with 95% intervals, train accuracy, and HM - dvpt paired.
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    lock, failed = threading.Lock(), []
 
-    A paired difference whose interval excludes zero is marked with ``*`` (never for one pair).
-    """
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    lines = ["| Method | Runs | Base | Novel | HM | Train acc | HM − " + reference + " |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    def drive() -> None:
+        worker = WorkerProcess(threads=1)
+        try:
+            while True:
+                try:
+                    dataset, method, seed = todo.get_nowait()
+                except queue.Empty:
+                    return
+                cfg = run_config(plan, method, dataset, seed, output)
+                folder = output / "runs" / plan.protocol / dataset / method / f"seed{seed}"
+                config = write_yaml(output / "configs" / f"{dataset}-{method}-seed{seed}.yaml", to_dict(cfg))
+                outcome = worker.run(Task(f"{dataset}/{method}/seed{seed}", str(config.resolve()),
+                                          str(folder.resolve()), str((folder.parent / f"seed{seed}.log").resolve())))
+                with lock:
+                    if outcome.finished:
+                        _finish(plan, output / RESULTS, cfg, read_json(folder / "metrics.json"))
+                    else:
+                        failed.append(f"{outcome.name}: {outcome.error}")
+                    if not worker.alive():
+                        worker = WorkerProcess(threads=1)
+        finally:
+            worker.stop()
 
-    def cell(values: Sequence[float]) -> str:
-        mean, lo, hi = bootstrap_ci(values)
-        return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
-
-    for method in methods:
-        rows = [r for r in records if r["method"] == method]
-        train = [r["train_acc"] for r in rows if r.get("train_acc") is not None]
-        diffs = paired_differences(records, method, "hm", reference) if method != reference else []
-        if len(diffs) == 1:  # one pair has no interval: nothing to mark
-            diff = f"{diffs[0]:+.2f} (1 pair)"
-        elif diffs:
-            mean, lo, hi = bootstrap_ci(diffs)
-            mark = "*" if lo > 0 or hi < 0 else ""
-            diff = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark} ({len(diffs)} pairs)"
-        else:
-            diff = "—"
-        lines.append(f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
-                     f"{cell([r['novel'] for r in rows])} | {cell([r['hm'] for r in rows])} | "
-                     f"{statistics.fmean(train):.1f} | {diff} |" if train else
-                     f"| {method} | {len(rows)} | {cell([r['base'] for r in rows])} | "
-                     f"{cell([r['novel'] for r in rows])} | {cell([r['hm'] for r in rows])} | — | {diff} |")
-    return "\n".join(lines)
-
-
-# ---- docs/results.md from the JSON lines alone ----------------------------------------------
-BEGIN = "<!-- benchmark tables: rebuilt by `dvpt report docs/results --update-doc docs/results.md` -->"
-END = "<!-- end of benchmark tables -->"
-
-
-def read_result_dir(folder: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every ``*.jsonl`` of ``folder`` by file stem (``base2novel``, ``budget-curve``, ...)."""
-    files = sorted(Path(folder).glob("*.jsonl"))
-    if not files:
-        raise DataError(f"no *.jsonl results in {folder}; run `dvpt benchmark -o {folder}` first")
-    return {f.stem: read_results(f) for f in files}
-
-
-def per_dataset_table(records: list[dict[str, Any]]) -> str:
-    """HM per dataset and method: mean over seeds with the 95% bootstrap interval over seeds."""
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    lines = ["| Dataset | Seeds | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
-    for dataset in datasets:
-        cells = []
-        for method in methods:
-            values = [r["hm"] for r in records if r["dataset"] == dataset and r["method"] == method]
-            if values:
-                mean, lo, hi = bootstrap_ci(values)
-                cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
-            else:
-                cells.append("not run")
-        seeds = sorted({r["seed"] for r in records if r["dataset"] == dataset})
-        lines.append(f"| {dataset} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def curve_table(records: list[dict[str, Any]]) -> str:
-    """Base, novel, HM and training accuracy against epochs (the budget curve)."""
-    lines = ["| Dataset | Method | Seed | Epochs | Base | Novel | HM | Train acc |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(records, key=lambda r: (r["dataset"], r["method"], r["seed"], r["epochs"])):
-        train = "—" if r.get("train_acc") is None else f"{r['train_acc']:.1f}"
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['seed']} | {r['epochs']} | {r['base']:.2f} | "
-                     f"{r['novel']:.2f} | {r['hm']:.2f} | {train} |")
-    return "\n".join(lines)
-
-
-ABLATION_REFERENCE = "full (defaults)"
-
-
-def selected_row(records: list[dict[str, Any]]) -> str:
-    """The selection rule of a tuning study: the row with the highest mean HM (first on a tie)."""
-    rows = list(dict.fromkeys(r["row"] for r in records))
-    return max(rows, key=lambda row: statistics.fmean(r["hm"] for r in records if r["row"] == row))
-
-
-def row_table(records: list[dict[str, Any]], reference: str) -> str:
-    """``summary_table`` over the rows of a study (records carrying ``row``) instead of methods."""
-    return summary_table([{**r, "method": r["row"]} for r in records], reference).replace("| Method |", "| Row |", 1)
-
-
-def render_results(results: dict[str, list[dict[str, Any]]]) -> str:
-    """The markdown between the markers of docs/results.md, from the result files alone."""
-    parts = [BEGIN, ""]
-    if results.get("base2novel"):
-        records = results["base2novel"]
-        runs = len(records)
-        parts += ["### Base-to-novel: all runs pooled", "",
-                  f"{runs} runs. Mean [95% bootstrap interval over the (dataset, seed) runs]; the last column "
-                  "is the paired HM difference to dvpt on the same dataset, seed and few-shot sample "
-                  "(`*`: its interval excludes zero).", "", summary_table(records), "",
-                  "### Base-to-novel: HM per dataset (interval over seeds)", "", per_dataset_table(records), ""]
-    if results.get("budget-curve"):
-        parts += ["### Budget curve (tuning data)", "", curve_table(results["budget-curve"]), ""]
-    if results.get("visual-aug-select"):
-        records = results["visual-aug-select"]
-        best = selected_row(records)
-        parts += ["### dvpt's visual augmentation: selection on the tuning data", "",
-                  f"{len(records)} runs on {', '.join(sorted({r['dataset'] for r in records}))} (never reported). "
-                  f"Rule: the highest mean HM becomes the default: `{best}`. Last column: paired HM difference "
-                  "to it.", "", row_table(records, best), ""]
-    if results.get("ablation"):
-        records = results["ablation"]
-        parts += ["### dvpt ablation (reported data)", "",
-                  f"{len(records)} runs on {', '.join(sorted({r['dataset'] for r in records}))}, seeds "
-                  f"{', '.join(map(str, sorted({r['seed'] for r in records})))}. Last column: paired HM difference "
-                  "to the full default on the same dataset, seed and few-shot sample.", "",
-                  row_table(records, ABLATION_REFERENCE), ""]
-    parts.append(END)
-    return "\n".join(parts)
-
-
-def update_doc(doc: Path, block: str) -> bool:
-    """Replace the marked block of ``doc`` (appended when absent); True when the file changed."""
-    text = doc.read_text() if doc.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + block + tail
-    else:
-        new = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    if new == text:
-        return False
-    write_text(doc, new)
-    return True
+    threads = [threading.Thread(target=drive, daemon=True) for _ in range(min(workers, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise DataError(f"{len(failed)} benchmark run(s) failed, no line written for them (re-run to retry): "
+                        + "; ".join(failed))
