@@ -146,3 +146,26 @@ def test_domaingen_color_to_line_on_the_emoji_benchmark(capsys, tmp_path):
     source = read_json(out / "eval" / "source.json")
     # the line domain covers a subset of the color classes, scored with the source prompt's rows
     assert set(line["classes"]) <= set(source["classes"]) and len(line["source_rows"]) == len(line["classes"])
+
+
+def test_zeroshot_ensemble_takes_each_targets_dataset_name(capsys, data_root, tmp_path, monkeypatch):
+    """The transfer protocols hand each target's name to the method, as the official
+    evaluation runs with the target's DATASET.NAME: ZeroshotCLIP2's ensemble is the 7 select
+    templates on the ImageNet source and 8 (the custom one added) on ImageNet-A."""
+    from dvpt.methods import zeroshot
+
+    seen: list[tuple[str, int]] = []
+    original = zeroshot.select_templates
+
+    def spy(templates, which, dataset=""):
+        chosen = original(templates, which, dataset)
+        seen.append((dataset, len(chosen)))
+        return chosen
+
+    monkeypatch.setattr(zeroshot, "select_templates", spy)
+    out = tmp_path / "dg-ensemble"
+    assert train(capsys, "--method", "zeroshot", "--protocol", "domaingen", "--dataset", "imagenet",
+                 "--root", str(data_root), "--targets", "imagenet_a", "--set", "options.templates=ensemble",
+                 "-o", str(out)) == 0
+    assert ("imagenet", 7) in seen and ("imagenet_a", 8) in seen
+    assert {d for d, _ in seen} == {"imagenet", "imagenet_a"}
