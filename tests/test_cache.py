@@ -320,3 +320,32 @@ def test_bench_measurements_run_in_a_child_process(tmp_path):
     full = bench.plan()
     assert [(c.method, c.batch_size, c.classes, c.text) for c in full if c.method == "cocoop"] == [
         ("cocoop", 4, 100, {"share_prefix": False}), ("cocoop", 4, 100, {"share_prefix": True})]
+
+
+def test_bench_backbones_side_by_side(tmp_path):
+    """--backbone A --backbone B: every case once per backbone, A then B case by case (taken
+    under the same load), --classes keeps the chosen counts, and each pair gets its ratio
+    line. One real text case on openclip-tiny-random runs in a child (structure only)."""
+    from dvpt.experiments import bench
+
+    names = ["vit-b16-random", "openclip:ViT-B-16"]
+    ref = bench.plan(reference_shapes=True, backbones=names, classes=[10, 100])
+    assert [(c.backbone, c.classes, c.path, c.reference_text) for c in ref[:4]] == [
+        ("vit-b16-random", 10, "naive", False), ("openclip:ViT-B-16", 10, "naive", False),
+        ("vit-b16-random", 100, "naive", False), ("openclip:ViT-B-16", 100, "naive", False)]
+    assert {c.classes for c in ref} == {10, 100} and len(ref) == 2 * 6
+    assert bench.plan(reference_shapes=True, classes=[7]) == []
+    assert bench.image_size("openclip:ViT-B-16") == 224 and bench.image_size("openclip-tiny-random") == 64
+    common = {"kind": "text", "path": "cached", "classes": 100, "batch_size": 32, "prompt_tokens": 24, "peak_mb": 1.0}
+    results = [common | {"backbone": "vit-b16-random", "seconds": 0.5},
+               common | {"backbone": "openclip:ViT-B-16", "seconds": 0.6},
+               common | {"backbone": "vit-b16-random", "seconds": 9.0, "reference_text": True},
+               common | {"backbone": "openclip:ViT-B-16", "error": "killed"}]
+    assert bench.backbone_ratios(results) == [
+        "text fwd+bwd, 100 classes: vit-b16-random 0.500 s, openclip:ViT-B-16 0.600 s (1.20x)"]
+    quick = bench.plan(quick=True, backbones=["openclip-tiny-random"], classes=[10])
+    assert {c.backbone for c in quick} == {"openclip-tiny-random"} and [c.classes for c in quick if c.kind == "text"] == [10]
+    text = next(c for c in quick if c.kind == "text")
+    result = bench.measure(bench.replace(text, threads=1, repeats=1))
+    assert "error" not in result, result.get("error")
+    assert result["seconds"] > 0 and result["prompt_tokens"] > 4

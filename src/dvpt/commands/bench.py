@@ -18,8 +18,13 @@ def run(args: argparse.Namespace) -> int:
         cases = bench.fidelity_plan(device=device, threads=args.threads)
     else:
         cases = bench.plan(quick=args.quick, reference_shapes=args.reference_shapes, device=device,
-                           threads=args.threads, precision=precision)
-    if not args.reference_shapes and not args.fidelity and not bench.micro_available():
+                           threads=args.threads, precision=precision, backbones=args.backbone or (),
+                           classes=args.classes or ())
+    if not cases:
+        print(f"dvpt bench: no case left at --classes {' '.join(map(str, args.classes))}; use class counts the "
+              "plan measures (10 100 1000; 10 100 400 1000 with --reference-shapes)", file=sys.stderr)
+        return 2
+    if not args.backbone and not args.reference_shapes and not args.fidelity and not bench.micro_available():
         print("note: micro's weights are not built yet (dvpt pretrain-micro); measuring tiny-random instead",
               file=sys.stderr)
     print(f"{len(cases)} configurations, each in a fresh process ({device}, {cases[0].precision}, "
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         write_json(args.output, results)
     print(bench.table(results))
-    for line in bench.reference_ratios(results):
+    for line in bench.reference_ratios(results) + bench.backbone_ratios(results):
         print(line)
     if args.fidelity:
         print(bench.fidelity_cost(results) or "fidelity cost: n/a (a measurement failed)")
@@ -55,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fidelity", action="store_true",
                         help="what the paper specs' fidelity mode costs: a ViT-B/16 CoOp epoch cached in fp32 "
                              "against the same epoch without cache (fp16 on CUDA), side by side, with the ratio")
+    parser.add_argument("--backbone", action="append", metavar="NAME",
+                        help="measure on this backbone instead of the plan's own (repeat it: every case runs on "
+                             "each, side by side, with the time ratios to the first), e.g. --reference-shapes "
+                             "--backbone vit-b16-random --backbone openclip:ViT-B-16")
+    parser.add_argument("--classes", type=int, nargs="+", metavar="C",
+                        help="only the text and iteration cases at these class counts (e.g. --classes 10 100)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per measurement (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     parser.add_argument("--precision", default="fp32",

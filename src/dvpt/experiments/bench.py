@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -357,13 +357,32 @@ def micro_available() -> bool:
 
 
 def plan(quick: bool = False, reference_shapes: bool = False, device: str = "cpu", threads: int = 2,
-         image_dir: str | None = None, precision: str = "fp32") -> list[Case]:
-    """The cases of a ``dvpt bench`` run (see docs/performance.md)."""
+         image_dir: str | None = None, precision: str = "fp32", backbones: Sequence[str] = (),
+         classes: Sequence[int] = ()) -> list[Case]:
+    """The cases of a ``dvpt bench`` run (see docs/performance.md).
+
+    ``backbones``: run every case once per backbone instead of on the plan's own, the
+    backbones one after another for each case, so their figures are taken side by side under
+    the same load. ``classes``: keep only the text and iteration cases at these class counts.
+    """
     cases = _cases(quick, reference_shapes, device, threads, image_dir)
     for case in cases:
         if not reference_shapes:  # the reference figures are fp32
             case.precision = precision
+    if classes:
+        cases = [c for c in cases if c.kind == "epoch" or c.classes in set(classes)]
+    if backbones:
+        cases = [replace(case, backbone=name, text=dict(case.text)) for case in cases for name in backbones]
     return cases
+
+
+#: registered backbones whose images are small; every other one gets 224x224 epoch images
+SMALL_IMAGES = ("micro", "tiny-random", "openclip-tiny-random")
+
+
+def image_size(backbone: str) -> int:
+    """The size of the noise PNGs an epoch case decodes: about the backbone's input size."""
+    return 64 if backbone in SMALL_IMAGES else 224
 
 
 def _cases(quick: bool, reference_shapes: bool, device: str, threads: int, image_dir: str | None) -> list[Case]:
@@ -436,7 +455,7 @@ def run_plan(cases: Sequence[Case], on_result=None) -> list[dict]:
         made: dict[tuple, str] = {}
         for case in cases:
             if case.kind == "epoch" and case.image_dir is None:
-                size = 224 if "b16" in case.backbone else 64
+                size = image_size(case.backbone)
                 key = (case.classes, case.shots, size)
                 if key not in made:
                     made[key] = str(write_images(Path(tmp) / f"{case.classes}-{case.shots}-{size}", *key))
@@ -509,6 +528,26 @@ def where_the_epoch_goes(results: Sequence[dict]) -> str | None:
     return (f"{naive['backbone']} epoch: image side {image_side:.2f} s ({1000 * image_side / naive['images']:.1f} ms "
             f"per image; what the cache removes), text side {cached['seconds']:.2f} s ({cached['steps']} steps of "
             f"{cached['seconds'] / cached['steps']:.3f} s over {cached['classes']} classes; what it keeps)")
+
+
+def backbone_ratios(results: Sequence[dict]) -> list[str]:
+    """Lines "<case>, C classes: A x s, B y s (B/A r)" for each case measured on more than one
+    backbone in the run (``--backbone A --backbone B``); the first backbone is the baseline."""
+    groups: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        if "error" in r:
+            continue
+        key = (describe(r), r["classes"], json.dumps(r.get("text", {}), sort_keys=True), bool(r.get("reference_text")))
+        groups.setdefault(key, {})[r["backbone"]] = r["seconds"]
+    lines = []
+    for (what, classes, text, reference), seconds in groups.items():
+        if len(seconds) < 2:
+            continue
+        (base, base_s), *others = seconds.items()
+        label = what + (", padded to 77 tokens" if reference else "") + (f", text {text}" if text != "{}" else "")
+        parts = [f"{base} {base_s:.3f} s"] + [f"{name} {sec:.3f} s ({sec / base_s:.2f}x)" for name, sec in others]
+        lines.append(f"{label}, {classes} classes: " + ", ".join(parts))
+    return lines
 
 
 def reference_ratios(results: Sequence[dict]) -> list[str]:
