@@ -219,3 +219,28 @@ def test_weight_fingerprint_is_exact_and_independent_of_thread_count() -> None:
     with torch.no_grad():
         layer.weight[0, :2] += torch.tensor([1e-3, -1e-3])  # same sum, other weights
     assert weight_fingerprint(layer) != one
+
+
+LIBRARY_NAMES = {
+    "hf_clip.py": ["layer_norm1", "layer_norm2", "self_attn", "q_proj", "k_proj", "v_proj", "final_layer_norm",
+                   "text_model", "encoder.layers"],
+    "open_clip.py": ["resblocks", "in_proj_weight", "ln_final", "ls_1", "positional_embedding"],
+}
+
+
+def test_library_names_stay_in_their_adapter() -> None:
+    """The fast path and the prompts speak the Backbone interface only: each library's layer
+    attribute names appear in that library's adapter module and nowhere else in the package."""
+    from pathlib import Path
+
+    import dvpt
+
+    root = Path(dvpt.__file__).parent
+    leaks = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        for owner, names in LIBRARY_NAMES.items():
+            if path.name == owner and path.parent.name == "backbones":
+                continue
+            leaks += [f"{path.relative_to(root)}: {n}" for n in names if f".{n}" in text]
+    assert not leaks, leaks

@@ -219,3 +219,19 @@ def test_train_with_checkpoint_then_predict_uses_it(tiny_model_name: str, colour
     prompt = dvpt.load_prompt(export_prompt(run_dir, tmp_path / "p.dvpt"), device="cpu")
     assert prompt.meta.backbone_checkpoint == str(file.resolve())
     assert prompt.backbone.identity() == load_backbone(f"openclip:{tiny_model_name}", "cpu", str(file)).identity()
+
+
+@pytest.mark.slow
+def test_train_untagged_vit_b32_one_epoch_on_a_folder(colours: Path, tmp_path: Path, capsys) -> None:
+    """`dvpt train --backbone openclip:ViT-B-32`: random weights with a warning, one epoch, metrics written."""
+    import json
+
+    from dvpt.cli import main
+
+    with pytest.warns(UserWarning, match="random weights"):
+        code = main(["train", "--method", "coop", "--backbone", "openclip:ViT-B-32", "--dataset", "folder",
+                     "--root", str(colours), "--shots", "2", "--epochs", "1", "--set", "device=cpu", "--set", "cache.views=1",
+                     "-o", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and 0.0 <= metrics["evaluations"][0]["accuracy"] <= 100.0
