@@ -389,6 +389,12 @@ def _data_rows() -> list[Case]:
         return ["train", *TRAIN[:6], "--dataset", "dtd", "--root", str(w.tmp), "--shots", "1", "--epochs", "1",
                 "-o", str(w.tmp / "out")]
 
+    def pickled_split_file(w: World) -> list[str]:
+        make_colour_folder(w.tmp / "dtd" / "images", CLASSES, per_class=4, size=8)
+        w.owned.append(_write(w.tmp / "dtd" / "split_zhou_DescribableTextures.json", payload(w.marker)))
+        return ["train", *TRAIN[:6], "--dataset", "dtd", "--root", str(w.tmp), "--shots", "1", "--epochs", "1",
+                "-o", str(w.tmp / "out")]
+
     def duplicate_class_names(w: World) -> list[str]:
         _write(w.data / "classnames.txt", "red scarlet\ngreen scarlet\n")
         return w.train("-o", str(w.tmp / "out"))
@@ -409,6 +415,10 @@ def _data_rows() -> list[Case]:
     def missing_root(w: World) -> list[str]:
         return ["train", *TRAIN, "--root", str(w.tmp / "nowhere"), "-o", str(w.tmp / "out")]
 
+    def root_symlink_loop(w: World) -> list[str]:
+        (w.tmp / "loop").symlink_to(w.tmp / "loop")
+        return ["train", *TRAIN, "--root", str(w.tmp / "loop"), "-o", str(w.tmp / "out")]
+
     def root_is_file(w: World) -> list[str]:
         return ["train", *TRAIN, "--root", str(w.image), "-o", str(w.tmp / "out")]
 
@@ -418,10 +428,12 @@ def _data_rows() -> list[Case]:
         Case("data-decompression-bomb", bomb_in_train, ("cannot read image", "DVPT_MAX_IMAGE_PIXELS")),
         Case("data-root-missing", missing_root, ("nowhere",)),
         Case("data-split-path-leaves-root", split_escapes_root, ("../../secret.png", "outside")),
+        Case("data-pickled-split-file", pickled_split_file, ("split_zhou_DescribableTextures.json",)),
         Case("data-duplicate-class-names", duplicate_class_names, ("scarlet", "unique")),
         Case("data-classes-too-small-all-named", too_small_classes, ("aaa (1)", "zzz (1)")),
         Case("data-test-only-folder-for-a-trained-method", test_only_folder_for_training, ("no training images",)),
         Case("data-root-is-a-file", root_is_file, ("000.png",)),
+        Case("data-root-symlink-loop", root_symlink_loop, ("loop",)),
     ]
 
 
@@ -570,16 +582,27 @@ def test_zeroshot_and_eval_run_on_a_test_only_folder(world: World, capsys: pytes
     assert not (world.run / ".dvpt.lock").exists()
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(world: World, capsys: pytest.CaptureFixture) -> None:
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    """A lock left by a process that no longer runs (kill -9) is taken over; a live one is not.
+    (tests/test_resume_after_kill.py does the same with a real killed ``dvpt train``.)"""
     import subprocess
-    import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    out = world.tmp / "out"
-    _write(out / ".dvpt.lock", json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    code, _, err = run_cli(world.train("-o", str(out)), capsys)
-    assert code == 0, err
-    assert (out / "metrics.json").is_file() and not (out / ".dvpt.lock").exists()
+    from dvpt.engine.lock import RunLock
+    from dvpt.errors import DvptError
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = tmp_path / ".dvpt.lock"
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with RunLock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(DvptError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(DvptError, match="in use by process 1 on elsewhere.*delete .*.dvpt.lock"):
+        RunLock(tmp_path).acquire()
+    assert lock.exists()  # another host's lock is never removed
 
 
 def test_two_concurrent_trainers_on_one_folder(material: dict[str, Path], tmp_path: Path) -> None:
@@ -649,3 +672,24 @@ def test_one_atomic_writer_in_the_package() -> None:
     offenders = [str(p.relative_to(src)) for p in src.rglob("*.py") if p.name != "files.py"
                  and any(s in p.read_text() for s in ("os.replace(", "mkstemp(", "os.rename("))]
     assert offenders == []
+
+
+@pytest.mark.slow
+def test_planted_payloads_in_caches_are_never_run(world: World, capsys: pytest.CaptureFixture) -> None:
+    """Feature caches and few-shot caches are the package's own files: a payload planted in
+    every one of them is ignored (the cache is rebuilt), never executed, and the result is the
+    same as with clean caches."""
+    cache = world.tmp / "cache"
+    argv = world.train("--set", f"cache.dir={cache}")
+    code, _, err = run_cli([*argv, "-o", str(world.tmp / "a")], capsys)
+    assert code == 0, err
+    planted = [*cache.glob("*.safetensors"), *(world.data / "split_fewshot_dvpt").glob("*.json")]
+    assert len(planted) >= 2 and any(p.suffix == ".json" for p in planted)
+    for path in planted:
+        path.write_bytes(payload(world.marker))
+    code, _, err = run_cli([*argv, "-o", str(world.tmp / "b")], capsys)
+    assert code == 0, err
+    assert not world.marker.exists()
+    first, second = (json.loads((world.tmp / r / "metrics.json").read_text()) for r in "ab")
+    assert second["accuracy"] == first["accuracy"] and second["history"] == first["history"]
+    assert all(p.read_bytes() != payload(world.marker) for p in planted)  # rebuilt

@@ -84,6 +84,7 @@ class RunDir:
                 self._created = created
                 io.write_yaml(existing, config)
                 io.write_json(self.path / "env.json", io.environment())
+            self._remove_stale_temporaries()
         except BaseException:
             self._lock.release()
             if created:
@@ -93,6 +94,14 @@ class RunDir:
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("dvpt").addHandler(self._handler)
         logging.getLogger("dvpt").setLevel(logging.INFO)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a writer that was killed mid-write (``.NAME.XXXX.tmp``); safe to
+        remove under the lock, since no other process writes here."""
+        for folder in (self.path, self.checkpoint_dir, self.path / "eval"):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         return io.write_json(self.metrics_path, metrics)

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..backbones import Backbone, load_backbone
 from ..config.loader import from_dict
 from ..config.schema import RunConfig
-from ..data.loading import open_image
+from ..data.loading import draft_side, open_image
 from ..engine.checkpoint import LEARNABLE, load_learnable, load_trainer_state, read_learnable_metadata
 from ..engine.device import autocast, resolve_device
 from ..errors import DvptError
@@ -102,7 +102,7 @@ class TunedPrompt:
             self._transform = self.backbone.eval_transform()
         if isinstance(image, Image.Image):
             return self._transform(image.convert("RGB"))
-        return self._transform(open_image(str(image)))
+        return self._transform(open_image(str(image), draft_side(self._transform)))
 
     def _as_batch(self, images: Images) -> Tensor:
         if isinstance(images, Tensor):
