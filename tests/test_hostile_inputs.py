@@ -605,6 +605,29 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     assert lock.exists()  # another host's lock is never removed
 
 
+def test_read_only_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that cannot be written to: training there is a one-line error; a reader
+    (``dvpt eval``) goes ahead without a lock."""
+    import errno
+
+    from dvpt.engine.lock import LOCK, RunLock
+    from dvpt.errors import DvptError
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(LOCK):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(DvptError, match=f"cannot write into run folder {tmp_path} .Read-only file system"):
+        RunLock(tmp_path).acquire()
+    with RunLock(tmp_path, "eval", read_only_ok=True) as lock:
+        assert not lock.held
+    assert not (tmp_path / LOCK).exists()
+
+
 def test_two_concurrent_trainers_on_one_folder(material: dict[str, Path], tmp_path: Path) -> None:
     """While one trainer is inside its first epoch callback, a second on the same folder is
     refused naming the first; the first then finishes normally and releases the lock."""

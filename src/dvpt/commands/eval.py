@@ -10,7 +10,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.restore import load_run_config
 
     load_run_config(args.run_dir)  # a run folder, before a lock file is put into it
-    with RunLock(args.run_dir, "eval"):  # no trainer replaces the checkpoint while it is read
+    with RunLock(args.run_dir, "eval", read_only_ok=True):  # no trainer replaces the checkpoint while it is read
         return _evaluate(args)
 
 

@@ -36,9 +36,12 @@ def _alive(pid: int) -> bool:
 class RunLock:
     """``with RunLock(folder):`` holds ``folder/.dvpt.lock`` for this process."""
 
-    def __init__(self, folder: str | Path, purpose: str = "train") -> None:
+    def __init__(self, folder: str | Path, purpose: str = "train", read_only_ok: bool = False) -> None:
+        """``read_only_ok``: in a folder this process cannot write to (a read-only share of
+        finished runs) go ahead without a lock; only a reader (``dvpt eval``) may ask for it."""
         self.path = Path(folder) / LOCK
         self.purpose = purpose
+        self.read_only_ok = read_only_ok
         self.held = False
 
     def _owner(self) -> dict | None:
@@ -72,6 +75,12 @@ class RunLock:
             except OSError as exc:
                 if exc.errno in (errno.ENOTDIR, errno.ENOENT):
                     raise DvptError(f"{self.path.parent} is not a folder that can hold a run") from None
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    if self.read_only_ok:
+                        log.info("%s is read-only; reading it without a lock", self.path.parent)
+                        return
+                    raise DvptError(f"cannot write into run folder {self.path.parent} ({exc.strerror}); "
+                                    "choose a folder you can write to") from None
                 raise
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
