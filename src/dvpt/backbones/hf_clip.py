@@ -274,7 +274,13 @@ def _vit_b16_random(**_: object) -> Backbone:
     from transformers import CLIPTokenizer
 
     vocab, merges = _byte_vocab()
-    return HFCLIPBackbone.from_config(vit_b16_config(), CLIPTokenizer(vocab=vocab, merges=merges), "vit-b16-random")
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    config = vit_b16_config()
+    # the byte tokenizer's start/end ids (512/513), not OpenAI's: the library pools the text
+    # at the config's end id, so with OpenAI's ids it would pool position 0 of every prompt
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.eos_token_id = config.text_config.pad_token_id = tokenizer.eos_token_id
+    return HFCLIPBackbone.from_config(config, tokenizer, "vit-b16-random")
 
 
 def load_hf_clip(name_or_path: str) -> Backbone:
