@@ -3,7 +3,7 @@
 For one benchmark run (dvpt's preset + the shared offline budget, presets/benchmark.yaml's
 data; tuning group by default, never reported), this trains dvpt base-to-novel and records:
 
-1. **Gradient conflict, over training.** At every step the loss is
+1. **Gradient conflict, over training.** At every step (every N-th with ``--every``) the loss is
    ``L = CE + lambda_mi L_mi + lambda_aug L_aug``; the script takes the gradient of each
    weighted term separately with respect to the learnable context ``v`` (and to every
    trainable parameter) and logs ``cos(grad CE, grad lambda_mi L_mi)`` (and with ``L_aug``),
@@ -59,8 +59,11 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float | None:
 class GradientProbe:
     """Wraps ``method.losses`` to log the cosine between each weighted term's gradient and CE's."""
 
-    def __init__(self, method) -> None:
+    def __init__(self, method, every: int = 1) -> None:
         self.method = method
+        #: measure every ``every``-th step (each measurement costs a backward pass per term)
+        self.every = max(1, every)
+        self.steps = 0
         self.captured: dict[str, torch.Tensor] = {}
         self.per_epoch: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         self._wrap()
@@ -92,6 +95,9 @@ class GradientProbe:
         method.losses = losses_probe
 
     def _measure(self, total: torch.Tensor) -> None:
+        self.steps += 1
+        if (self.steps - 1) % self.every:
+            return
         opts = self.method.options
         weighted = {}
         if "mi" in self.captured:
@@ -99,17 +105,23 @@ class GradientProbe:
         if "aug" in self.captured:
             weighted["aug"] = opts.lambda_aug * self.captured["aug"]
         ce = total - sum(weighted.values()) if weighted else total
-        ctx = [self.method.prompt_learner.ctx]
         every = [p for p in self.method.parameters() if p.requires_grad]
+        # the context's slice of the flat gradient: one backward pass per term serves both scopes
+        start = 0
+        for p in every:
+            if p is self.method.prompt_learner.ctx:
+                break
+            start += p.numel()
+        ctx = slice(start, start + self.method.prompt_learner.ctx.numel())
         epoch = int(self.method.epochs_done) + 1
-        g_ce = {"ctx": _flat_grad(ce, ctx), "all": _flat_grad(ce, every)}
+        g_ce = _flat_grad(ce, every)
         for name, term in weighted.items():
-            for scope, params in (("ctx", ctx), ("all", every)):
-                g = _flat_grad(term, params)
-                cos = _cos(g_ce[scope], g)
+            g = _flat_grad(term, every)
+            for scope, part in (("ctx", ctx), ("all", slice(None))):
+                cos = _cos(g_ce[part], g[part])
                 if cos is not None:
                     self.per_epoch[epoch][f"cos_ce_{name}_{scope}"].append(cos)
-                    ratio = float(g.norm() / g_ce[scope].norm().clamp_min(1e-12))
+                    ratio = float(g[part].norm() / g_ce[part].norm().clamp_min(1e-12))
                     self.per_epoch[epoch][f"norm_ratio_{name}_{scope}"].append(ratio)
 
     def summary(self) -> list[dict[str, Any]]:
@@ -162,7 +174,8 @@ def shift_effect(session: Session, method, base, novel, templates) -> dict[str, 
     return out
 
 
-def diagnose(dataset: str | None, seed: int, overrides: list[str], tuning: bool, cache: Path) -> dict[str, Any]:
+def diagnose(dataset: str | None, seed: int, overrides: list[str], tuning: bool, cache: Path,
+             every: int = 1) -> dict[str, Any]:
     plan = load_plan(tuning=tuning, methods=["dvpt"], seeds=[seed], datasets=[dataset] if dataset else None)
     plan.budget = [*plan.budget, *overrides]
     dataset = plan.datasets[0]
@@ -172,12 +185,12 @@ def diagnose(dataset: str | None, seed: int, overrides: list[str], tuning: bool,
     sampled = session.few_shot(full)
     base, novel = subsample_classes(sampled, "base"), subsample_classes(sampled, "novel")
     method = session.build_method(base.classnames, full.templates)
-    probe = GradientProbe(method)
+    probe = GradientProbe(method, every)
     session.train(method, base.train)
     record: dict[str, Any] = {
         "dataset": dataset, "seed": seed, "tuning": tuning, "overrides": overrides,
         "options": {k: getattr(method.options, k) for k in ("mi", "lambda_mi", "visual_aug", "lambda_aug", "infer")},
-        "gradients": probe.summary(),
+        "probe_every": every, "gradients": probe.summary(),
     }
     if method.proto is not None:
         record["shift"] = shift_effect(session, method, base, novel, full.templates)
@@ -191,11 +204,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="key.path=value override")
     parser.add_argument("--reported", action="store_true", help="use the reported plan (never for selection)")
     parser.add_argument("--cache", type=Path, default=Path("runs/diagnose"), help="feature cache folder")
+    parser.add_argument("--every", type=int, default=1, help="measure the gradients every N-th step")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines file, appended")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        record = diagnose(args.dataset, seed, args.overrides, not args.reported, args.cache)
+        record = diagnose(args.dataset, seed, args.overrides, not args.reported, args.cache, args.every)
         _append(args.out, record)
         print(json.dumps(record))
 
