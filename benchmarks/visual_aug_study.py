@@ -12,8 +12,8 @@ preset values, the same as every baseline gets under the benchmark's rule (its p
 the shared budget, no search). Selection rule, fixed before the runs: the variant with the
 highest mean HM over the tuning runs becomes the default.
 
-``ablation`` (reported groups; a reduced set, see docs/results.md): CE only (= CoOp), each
-component added alone, and the default with each component removed.
+``ablation`` (reported groups; a reduced set, see docs/results.md): zero-shot, CE only
+(= CoOp), each component added alone, and the default with each component removed.
 
     python benchmarks/visual_aug_study.py select -o runs/visual-aug
     python benchmarks/visual_aug_study.py ablation -o runs/visual-aug --datasets emoji-activities,emoji-food
@@ -36,6 +36,7 @@ SELECT: dict[str, dict[str, str]] = {f"visual_aug={aug}": {"visual_aug": aug} fo
 def ablation_rows(default_aug: str) -> dict[str, dict[str, str]]:
     """CE only, + each component alone, full, and full minus each component (duplicates dropped)."""
     rows: dict[str, dict[str, str]] = {
+        "zero-shot": {"method": "zeroshot"},
         "CE only (= CoOp)": PLAIN,
         "+MI infonce": PLAIN | {"mi": "infonce"},
         "+MI iic": PLAIN | {"mi": "iic"},
@@ -67,9 +68,10 @@ def run_study(study: str, rows: dict[str, dict[str, str]], datasets: list[str], 
             for row, options in rows.items():
                 if (row, dataset, seed) in done:
                     continue
-                overrides = [f"options.{k}={v}" for k, v in options.items()]
+                method = options.get("method", "dvpt")
+                overrides = [f"options.{k}={v}" for k, v in options.items() if k != "method"]
                 sub = type(plan)(**{**plan.__dict__, "budget": [*plan.budget, *overrides]})
-                cfg = run_config(sub, "dvpt", dataset, seed, output)
+                cfg = run_config(sub, method, dataset, seed, output)
                 slug = "".join(ch if ch.isalnum() else "-" for ch in row)
                 metrics = run_training(cfg, output / "runs" / study / dataset / slug / f"seed{seed}")
                 _append(results, {**record_of(cfg, metrics, plan), "row": row})

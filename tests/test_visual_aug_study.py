@@ -90,6 +90,7 @@ def test_ablation_rows_are_distinct_configurations_and_start_from_coop():
         assert rows["CE only (= CoOp)"] == {"mi": "none", "visual_aug": "none", "infer": "soft"}
         assert rows["full (defaults)"] == {"visual_aug": default}
         full = {"visual_aug": "proto", "mi": "infonce", "infer": "ensemble"}
+        assert rows["zero-shot"] == {"method": "zeroshot"}
         configs = [tuple(sorted((full | o).items())) for o in rows.values()]
         assert len(configs) == len(set(configs))
     assert "full - aug" not in study.ablation_rows("none")  # it would be the full row again
