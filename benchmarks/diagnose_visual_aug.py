@@ -42,6 +42,9 @@ from dvpt.engine.session import Session
 from dvpt.experiments.benchmark import _append, load_plan, run_config
 from dvpt.report.stats import harmonic_mean
 
+#: the offline budget the study ran under (benchmarks/visual_aug_study.py)
+BUDGET = ["optim.epochs=5", "optim.batch_size=64", "optim.lr=0.05", "optim.warmup_epochs=0", "precision=auto"]
+
 log = logging.getLogger("diagnose")
 
 
@@ -177,7 +180,7 @@ def shift_effect(session: Session, method, base, novel, templates) -> dict[str, 
 def diagnose(dataset: str | None, seed: int, overrides: list[str], tuning: bool, cache: Path,
              every: int = 1) -> dict[str, Any]:
     plan = load_plan(tuning=tuning, methods=["dvpt"], seeds=[seed], datasets=[dataset] if dataset else None)
-    plan.budget = [*plan.budget, *overrides]
+    plan.budget = [*plan.budget, *BUDGET, *overrides]
     dataset = plan.datasets[0]
     cfg = run_config(plan, "dvpt", dataset, seed, cache)
     session = Session(cfg)

@@ -28,6 +28,10 @@ from dvpt.experiments.benchmark import _append, load_plan, read_results, record_
 from dvpt.engine.runner import run_training
 
 AUGS = ("none", "proto", "mixup", "feature", "protoview")
+#: the budget both studies ran under (presets/offline.yaml's: SGD, 5 epochs of batch 64 at lr 0.05,
+#: no warm-up, fp32 on the CPU), pinned so that the committed lines stay reproducible when the
+#: benchmark's own rule changes
+BUDGET = ["optim.epochs=5", "optim.batch_size=64", "optim.lr=0.05", "optim.warmup_epochs=0", "precision=auto"]
 PLAIN = {"mi": "none", "visual_aug": "none", "infer": "soft"}
 
 SELECT: dict[str, dict[str, str]] = {f"visual_aug={aug}": {"visual_aug": aug} for aug in AUGS}
@@ -70,7 +74,7 @@ def run_study(study: str, rows: dict[str, dict[str, str]], datasets: list[str], 
                     continue
                 method = options.get("method", "dvpt")
                 overrides = [f"options.{k}={v}" for k, v in options.items() if k != "method"]
-                sub = type(plan)(**{**plan.__dict__, "budget": [*plan.budget, *overrides]})
+                sub = type(plan)(**{**plan.__dict__, "budget": [*plan.budget, *BUDGET, *overrides]})
                 cfg = run_config(sub, method, dataset, seed, output)
                 slug = "".join(ch if ch.isalnum() else "-" for ch in row)
                 metrics = run_training(cfg, output / "runs" / study / dataset / slug / f"seed{seed}")
