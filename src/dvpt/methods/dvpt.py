@@ -56,7 +56,8 @@ class DVPTOptions(CoOpOptions):
     lambda_mi: NonNegativeFloat = 0.25
     mi_temperature: PositiveFloat = 0.07
     # class-wise visual augmentation
-    visual_aug: VisualAug = "proto"
+    #: feature: chosen on the tuning data (docs/method.md, Defaults)
+    visual_aug: VisualAug = "feature"
     lambda_aug: NonNegativeFloat = 1.0
     proto_hidden: PositiveInt = 32
     #: chance that a trained class is conditioned on its text proxy instead of its prototype
