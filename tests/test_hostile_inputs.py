@@ -248,6 +248,14 @@ def _run_folder_rows() -> list[Case]:
         w.owned.append(_write(w.tmp / "notes.txt", b"the user's notes"))
         return w.train("-o", str(w.tmp / "notes.txt" / "run"))
 
+    def export_inside_a_file(w: World) -> list[str]:
+        w.owned.append(_write(w.tmp / "notes.txt", b"the user's notes"))
+        return ["export", str(w.run), "-o", str(w.tmp / "notes.txt" / "x.dvpt")]
+
+    def report_into_a_file(w: World) -> list[str]:
+        w.owned.append(_write(w.tmp / "notes.txt", b"the user's notes"))
+        return ["report", str(w.run), "-o", str(w.tmp / "notes.txt"), "--no-plots"]
+
     def not_a_run(w: World) -> list[str]:
         return ["export", str(w.data), "-o", str(w.tmp / "x.dvpt")]
 
@@ -279,6 +287,8 @@ def _run_folder_rows() -> list[Case]:
         Case("output-is-a-file", output_is_a_file, ("notes.txt",)),
         Case("output-inside-a-file", output_inside_a_file, ("notes.txt",)),
         Case("export-not-a-run-folder", not_a_run, ("config.yaml",)),
+        Case("export-inside-a-file", export_inside_a_file, ("notes.txt", "is a file")),
+        Case("output-report-into-a-file", report_into_a_file, ("notes.txt", "is a file")),
         Case("export-symlink-loop", symlink_loop, ("loop",)),
     ]
 

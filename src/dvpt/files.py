@@ -28,6 +28,17 @@ MAX_JSON_BYTES = 512 * 1024 * 1024
 
 # --------------------------------------------------------------------------- writing
 
+def make_folder(path: str | Path) -> Path:
+    """``mkdir -p path``; a file where a folder must go is a ``DvptError`` naming that file."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise DvptError(f"cannot create folder {path}: {blocker} is a file; choose another output") from None
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then move it over ``path``: readers never see half a file.
 
@@ -35,7 +46,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     one file system) and is removed when ``write`` fails, so a failure leaves the old file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise DvptError(f"cannot write {path}: it is a folder; choose a file name")
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

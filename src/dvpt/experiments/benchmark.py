@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 from ..config.loader import PRESET_DIR, build_config, method_preset, read_yaml, to_dict
 from ..engine.runner import run_training
 from ..errors import ConfigError, DataError
-from ..files import json_text
+from ..files import json_text, make_folder
 from ..methods import METHODS
 # the tables read result files and never run anything; re-exported for callers of this module
 from .benchmark_tables import (ABLATION_REFERENCE, BEGIN, END, bootstrap_ci, curve_table,  # noqa: F401
@@ -131,7 +131,7 @@ def job_key(record: dict[str, Any]) -> tuple:
 
 def _append(path: Path, record: dict[str, Any]) -> None:
     """One whole line per call, flushed and synced: a crash never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with open(path, "a") as handle:
         handle.write(json_text(record, path, indent=None, sort_keys=True) + "\n")
         handle.flush()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine.io import read_json, write_yaml
+from ..files import make_folder
 from .index import SweepIndex, config_path, log_path
 from .progress import SweepProgress
 from .spec import RunJob, SweepSpec
@@ -146,5 +147,5 @@ class Driver:
 def run_sweep(spec: SweepSpec, jobs: list[RunJob], root: str | Path, pool: Pool) -> SweepResult:
     """Run ``jobs`` (from ``spec.jobs()``) into ``root``; returns what was skipped, done, failed."""
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     return Driver(spec, jobs, root, pool).run()
