@@ -12,7 +12,8 @@ import pytest
 from datasets_fixtures import BUILDERS
 from dvpt.data import DATASETS, fewshot_cache
 from dvpt.data.base import DatasetSplits, Datum
-from dvpt.data.sampling import sample_few_shot, subsample_classes
+from dvpt.data.fewshot_cache import sample_few_shot
+from dvpt.data.sampling import subsample_classes
 
 
 def dassl_reference(items: list[Datum], k: int) -> list[Datum]:

@@ -10,7 +10,8 @@ import pytest
 
 from datasets_fixtures import BUILDERS, WNIDS, Expected
 from dvpt.data import DATASETS
-from dvpt.data.sampling import sample_few_shot, subsample_classes
+from dvpt.data.fewshot_cache import sample_few_shot
+from dvpt.data.sampling import subsample_classes
 from dvpt.data.templates import CUSTOM_TEMPLATES, ENSEMBLE_TEMPLATES, IMAGENET_TEMPLATES
 
 STANDARD = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .inference.api import TunedPrompt
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "load_prompt"]
 

@@ -15,7 +15,7 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import DvptError
 
 

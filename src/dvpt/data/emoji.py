@@ -530,26 +530,3 @@ def all_concepts(datasets: Iterable[str] = tuple(DATASETS), domains: Iterable[st
             if domain in DATASETS[dataset].domains:
                 out.extend((dataset, domain, e) for e in concepts(dataset, domain))
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dvpt.data.emoji --write-duplicates``: regenerate the shipped duplicate table."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--write-duplicates", action="store_true")
-    args = parser.parse_args(argv)
-    if args.write_duplicates:
-        from ..backbones.micro import load_text_tower
-
-        text = load_text_tower()
-        table = {d: find_duplicates(d, text.encode_text) for d in DATASETS}
-        path = Path(__file__).resolve().parent.parent / "assets" / "emoji_duplicates.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(table, path)
-        print(json.dumps({d: len(v) for d, v in table.items()}))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -116,3 +116,19 @@ def cached_sample(splits: DatasetSplits, shots: int, seed: int, cache_dir: str |
     sample = draw_splits(splits, shots, seed)
     _write(path, sample, shots, seed, key)
     return sample
+
+
+def sample_few_shot(splits: DatasetSplits, shots: int, seed: int, cache_dir: str | Path | None = None,
+                    cache: bool = True) -> DatasetSplits:
+    """Train gets ``shots`` per class and val ``min(shots, 4)``; test is untouched.
+
+    With ``cache`` (default) the sample is stored once per (dataset, split content, classes,
+    shots, seed) as JSON in ``cache_dir`` (default ``<splits.root>/split_fewshot_dvpt``) and
+    read back on later calls; a read-only location just means no caching. ``shots <= 0``
+    returns the splits unchanged.
+    """
+    if shots <= 0:
+        return splits
+    if not cache:
+        return draw_splits(splits, shots, seed)
+    return cached_sample(splits, shots, seed, cache_dir)

@@ -6,7 +6,8 @@
   as two consecutive calls on a freshly seeded global RNG do in CoOp. ImageNet samples train
   only (its val is the test set). Call it *before* ``subsample_classes``, as CoOp does, so the
   base/novel runs of one seed share their shots.
-* The sample is cached on disk (``fewshot_cache``) so later runs re-use it exactly.
+* The sample is cached on disk (``fewshot_cache.sample_few_shot``, the entry point runs use)
+  so later runs re-use it exactly; this module only draws.
 * Base/novel (``subsample_classes``): sort the labels, base = first ceil(n/2), novel = the
   rest; labels are remapped to 0..m-1 so each half is its own classification problem.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Literal, Sequence
 
 from .base import DatasetSplits, Datum
@@ -57,24 +57,6 @@ def draw_splits(splits: DatasetSplits, shots: int, seed: int) -> DatasetSplits:
     train = draw(splits.train, shots, rng)
     val = splits.val if splits.name in TRAIN_ONLY_FEWSHOT else draw(splits.val, val_shots(shots), rng)
     return splits.with_lists(train=train, val=val)
-
-
-def sample_few_shot(splits: DatasetSplits, shots: int, seed: int, cache_dir: str | Path | None = None,
-                    cache: bool = True) -> DatasetSplits:
-    """Train gets ``shots`` per class and val ``min(shots, 4)``; test is untouched.
-
-    With ``cache`` (default) the sample is stored once per (dataset, split content, classes,
-    shots, seed) as JSON in ``cache_dir`` (default ``<splits.root>/split_fewshot_dvpt``) and
-    read back on later calls; a read-only location just means no caching. ``shots <= 0``
-    returns the splits unchanged.
-    """
-    if shots <= 0:
-        return splits
-    if not cache:
-        return draw_splits(splits, shots, seed)
-    from .fewshot_cache import cached_sample  # local: the cache module imports this one
-
-    return cached_sample(splits, shots, seed, cache_dir)
 
 
 def base_novel_labels(num_classes: int) -> tuple[list[int], list[int]]:

@@ -15,6 +15,11 @@ from .device import autocast
 from .progress import progress
 
 
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2BN / (B + N), the literature's single base-to-novel score (0 when both are 0)."""
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+
+
 @dataclass
 class EvalResult:
     accuracy: float

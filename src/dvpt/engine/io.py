@@ -22,7 +22,7 @@ def environment() -> dict[str, Any]:
     import torchvision
     import transformers
 
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "dvpt": __version__,

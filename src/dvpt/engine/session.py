@@ -16,7 +16,7 @@ from ..config.schema import RunConfig
 from ..data import DATASETS
 from ..data.base import DatasetSplits, Datum
 from ..errors import DataError
-from ..data.sampling import sample_few_shot
+from ..data.fewshot_cache import sample_few_shot
 from ..methods import get_method
 from ..methods.base import PromptMethod
 from ..prompts.text_encoding import TextOptions

@@ -21,17 +21,16 @@ from torch import Tensor
 
 from ..backbones import Backbone, load_backbone
 from ..config.loader import from_dict
-from ..config.schema import RunConfig
 from ..data.loading import draft_side, open_image
-from ..engine.checkpoint import LEARNABLE, load_learnable, load_trainer_state, read_learnable_metadata
+from ..engine.checkpoint import LEARNABLE, load_trainer_state
 from ..engine.device import autocast, resolve_device
 from ..errors import DvptError
-from ..files import read_json
 from ..methods import get_method
 from ..methods.base import Batch, PromptMethod
 from ..prompts.text_encoding import TextOptions
 from .prompt_file import PromptFileError, PromptMeta, read_prompt_file, write_prompt_file
 from ..registry import UnknownNameError
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -218,39 +217,16 @@ def load_state(method: PromptMethod, tensors: dict[str, Tensor], path: str | Pat
 
 
 # ---- exporting --------------------------------------------------------------------------
-def _run_classnames_templates(run_dir: Path, cfg: RunConfig, ckpt_meta: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Trained class names and templates: from the checkpoint, else from the run's first evaluation."""
-    from ..data.templates import dataset_templates
-
-    classnames = ckpt_meta.get("classnames")
-    if classnames is None:
-        metrics = run_dir / "metrics.json"
-        evaluations = (read_json(metrics, "metrics file") or {}).get("evaluations", []) if metrics.is_file() else []
-        if not evaluations:
-            raise DvptError(f"{run_dir} has neither a checkpoint nor a finished evaluation to take class names from")
-        classnames = evaluations[0]["classes"]
-    templates = ckpt_meta.get("templates") or list(dataset_templates(cfg.data.dataset))
-    return list(classnames), list(templates)
-
-
 def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False) -> Path:
     """Rebuild a run's method from its config and checkpoint, and write a ``.dvpt`` file."""
-    from .. import __version__
-    from ..engine.restore import load_run_config
+    from ..engine.restore import load_run_config, restore_method
     from ..engine.session import Session
 
     run_dir = Path(run_dir)
     cfg = dataclasses.replace(load_run_config(run_dir), device="cpu", precision="fp32", threads=None)
-    ckpt = run_dir / "checkpoint" / LEARNABLE
-    session = Session(cfg)
-    ckpt_meta = read_learnable_metadata(ckpt) if ckpt.is_file() else {}
-    classnames, templates = _run_classnames_templates(run_dir, cfg, ckpt_meta)
-    method = session.build_method(classnames, templates)
-    if ckpt.is_file():
+    if (run_dir / "checkpoint" / LEARNABLE).is_file():
         _check_finished(run_dir, partial)
-        load_learnable(method, ckpt)
-    elif method.state_dict():
-        raise DvptError(f"{run_dir} has no checkpoint ({ckpt}); train it (dvpt train -o {run_dir}) before exporting")
+    session, method, ckpt_meta = restore_method(run_dir, Session(cfg))
     backbone = session.backbone
     meta = PromptMeta(
         method=cfg.method,
@@ -266,7 +242,7 @@ def export_prompt(run_dir: str | Path, output: str | Path, partial: bool = False
         dvpt_version=__version__,
     )
     path = write_prompt_file(output, method.state_dict(), meta)
-    log.debug("exported %s (%s on %s, %d classes) to %s", run_dir, cfg.method, cfg.backbone, len(classnames), path)
+    log.debug("exported %s (%s on %s, %d classes) to %s", run_dir, cfg.method, cfg.backbone, len(method.classnames), path)
     return path
 
 

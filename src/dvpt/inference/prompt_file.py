@@ -138,7 +138,7 @@ def _parse_meta(path: Path, header: dict[str, str]) -> PromptMeta:
     except (ValueError, TypeError, AttributeError) as exc:
         raise PromptFileError(f"prompt file {path} has unreadable metadata ({exc}); export it again") from None
     if version > FORMAT_VERSION:
-        from .. import __version__
+        from ..version import __version__
 
         raise PromptFileError(
             f"prompt file {path} has format version {version}, newer than this dvpt {__version__} reads "

@@ -91,10 +91,18 @@ class PromptMethod(nn.Module):
 
     # ---- class set ------------------------------------------------------------------
     def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        """Switch to another class list (novel classes, a target dataset, new names)."""
+        """Switch to another class list (novel classes, a target dataset, new names).
+
+        Every learnable part that depends on the class list (a prompt learner: it tokenises
+        "<context> <class name>.") has its own ``set_classnames`` and is told here, so a
+        method never forwards the call itself.
+        """
         self.classnames = list(classnames)
         if templates:
             self.templates = list(templates)
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_classnames"):
+                module.set_classnames(self.classnames)
 
     def set_dataset(self, name: str) -> None:
         """Name the dataset the current classes come from (a registered dataset name)."""
@@ -126,7 +134,7 @@ class PromptMethod(nn.Module):
     def logits(self, batch: Batch, classifier: Tensor | None = None) -> Tensor:
         """[B, C] logits. ``classifier`` lets evaluation encode the class texts once."""
         text = self.classifier() if classifier is None else classifier
-        return self.logit_scale * self.image_features(batch) @ text.t()
+        return scores(self.image_features(batch), text, self.logit_scale)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Named loss terms; ``loss`` is the total that is minimised."""
@@ -136,13 +144,8 @@ class PromptMethod(nn.Module):
     def backward_and_step(self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, scaler=None) -> None:
         """Default: plain backward of the total loss and one optimiser step."""
         loss = losses["loss"]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        optimizer_step(optimizer, scaler)
 
     def on_epoch_end(self, epoch: int, epochs: int) -> None:
         """Called after each training epoch (``epoch`` counts from 1)."""
@@ -164,6 +167,23 @@ class PromptMethod(nn.Module):
         same = json.dumps(state, sort_keys=True) == json.dumps(self.inference_state(), sort_keys=True)
         if state and not same:
             raise NotImplementedError(f"{type(self).__name__} cannot restore inference state {sorted(state)}")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """Apply the gradients now in ``.grad``: through the GradScaler when there is one (it
+    unscales, skips a step with non-finite gradients and updates its scale), else directly.
+    Every ``backward_and_step`` ends here, so the mixed-precision handling lives once."""
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def scores(feats: Tensor, classifier: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """CLIP's logits ``s * f @ W.T`` of features [B, E] against class rows [C, E] (the one
+    place the product is written, so every method scores the same way)."""
+    return logit_scale * feats @ classifier.t()
 
 
 def cross_entropy_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:

@@ -59,10 +59,6 @@ class CoCoOp(PromptMethod):
         self.prompt_learner = PromptLearner(backbone, classnames, options.n_ctx, options.ctx_init or None)
         self.meta_net = meta_net(backbone.embed_dim, backbone.text_width)
 
-    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        super().set_classnames(classnames, templates)
-        self.prompt_learner.set_classnames(classnames)
-
     def classifier(self) -> Tensor:
         raise NotImplementedError("CoCoOp's class features depend on the image; use logits(batch)")
 

@@ -39,9 +39,5 @@ class CoOp(PromptMethod):
             backbone, classnames, options.n_ctx, options.ctx_init or None, options.class_specific
         )
 
-    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        super().set_classnames(classnames, templates)
-        self.prompt_learner.set_classnames(classnames)
-
     def classifier(self) -> Tensor:
         return F.normalize(self.prompt_learner().float(), dim=-1)

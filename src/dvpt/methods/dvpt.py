@@ -37,7 +37,7 @@ from ..config.fields import Interval
 from ..config.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features
 from ..prompts.visual_aug import FeatureBank, ProtoShift, same_class_mixup, virtual_classes
-from .base import Batch, cross_entropy_terms, register_method
+from .base import Batch, cross_entropy_terms, register_method, scores
 from .coop import CoOp, CoOpOptions
 from ..losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound
 from .zeroshot import TemplateChoice, select_templates
@@ -142,7 +142,7 @@ class DVPT(CoOp):
             shift = self.proto(emb, limit)
             extra["aug"] = self.proto.alignment(hand, seen, limit)
         soft = self.soft_features(shift)
-        logits = self.logit_scale * feats @ soft.t()
+        logits = scores(feats, soft, self.logit_scale)
         terms = cross_entropy_terms(logits, batch.labels)
         loss = terms["loss"]
         if opts.mi != "none":
@@ -158,7 +158,7 @@ class DVPT(CoOp):
             x_v, y_v = self.feature_bank.sample(opts.feature_draws, opts.feature_shrink, self.generator())
             if len(y_v):
                 x_v = x_v.to(soft.device, soft.dtype)
-                extra["aug"] = F.cross_entropy(self.logit_scale * x_v @ soft.t(), y_v.to(soft.device))
+                extra["aug"] = F.cross_entropy(scores(x_v, soft, self.logit_scale), y_v.to(soft.device))
         if self.feature_bank is not None and opts.visual_aug == "protoview":
             seen = self.feature_bank.count > 0
             if int(seen.sum()) > 1:
@@ -175,7 +175,7 @@ class DVPT(CoOp):
         if self.options.mi == "infonce":
             return infonce_loss(soft, hand, self.options.mi_temperature)
         p_soft = logits.float().softmax(-1)
-        p_hand = (self.logit_scale * feats @ hand.t()).float().softmax(-1)
+        p_hand = scores(feats, hand, self.logit_scale).float().softmax(-1)
         return -iic_mutual_information(p_soft, p_hand)
 
     def mixup_loss(self, feats: Tensor, labels: Tensor, soft: Tensor) -> Tensor:
@@ -184,11 +184,11 @@ class DVPT(CoOp):
         loss = feats.new_zeros(())
         x_same, y_same = same_class_mixup(feats, labels, self.options.mixup_alpha, gen)
         if len(y_same):
-            loss = loss + F.cross_entropy(self.logit_scale * x_same @ soft.t(), y_same)
+            loss = loss + F.cross_entropy(scores(x_same, soft, self.logit_scale), y_same)
         x_v, t_v = virtual_classes(feats, labels, soft, self.options.mixup_alpha, gen)
         if len(x_v):
             targets = torch.arange(len(x_v), device=x_v.device) + soft.shape[0]
-            loss = loss + F.cross_entropy(self.logit_scale * x_v @ torch.cat([soft, t_v]).t(), targets)
+            loss = loss + F.cross_entropy(scores(x_v, torch.cat([soft, t_v]), self.logit_scale), targets)
         return loss
 
     def generator(self) -> torch.Generator:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..config.schema import NonNegativeFloat
 from ..prompts.handcrafted import handcrafted_features, method_template
-from .base import Batch, cross_entropy_terms, register_method
+from .base import Batch, cross_entropy_terms, register_method, scores
 from .coop import CoOp, CoOpOptions
 
 #: KgCoOp's template set is CoOp's with one change (DTD)
@@ -54,7 +54,7 @@ class KgCoOp(CoOp):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         text = self.classifier()
-        terms = cross_entropy_terms(self.logit_scale * self.image_features(batch) @ text.t(), batch.labels)
+        terms = cross_entropy_terms(scores(self.image_features(batch), text, self.logit_scale), batch.labels)
         kg = consistency(text, self.handcrafted())
         terms["kg"] = kg.detach()
         terms["loss"] = terms["loss"] + self.options.weight * kg

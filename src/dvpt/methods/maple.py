@@ -66,10 +66,6 @@ class MaPLe(PromptMethod):
         # without vision prompts the image tower is the frozen one: cached features apply
         self.uses_image_tower = count > 0
 
-    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        super().set_classnames(classnames, templates)
-        self.text_prompts.set_classnames(classnames)
-
     def vision_prompts(self) -> list[Tensor]:
         """[F_0(v), F_1(P^t_1), ...]: one image prompt set per prompted image block."""
         return [f(p) for f, p in zip(self.couplers, self.text_prompts.sources())]

@@ -31,7 +31,7 @@ from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features, method_template
 from ..engine.device import autocast
 from ..prompts.learner import PLACEHOLDER, PromptLearner
-from .base import Batch, cross_entropy_terms, register_method
+from .base import Batch, cross_entropy_terms, optimizer_step, register_method, scores
 from .coop import CoOp, CoOpOptions
 
 log = logging.getLogger(__name__)
@@ -172,16 +172,16 @@ class ProGrad(CoOp):
         lowered = self.options.fp32_teacher and torch.is_autocast_enabled(device.type)
         if not lowered:
             text = handcrafted_features(self.backbone, self.classnames, [self.template])
-            return self.logit_scale * image_features @ text.t()
+            return scores(image_features, text, self.logit_scale)
         with autocast(device, "fp32"), torch.no_grad():
             text = handcrafted_features(self.backbone, self.classnames, [self.template])
             if batch is not None and batch.images is not None:
                 image_features = F.normalize(self.backbone.encode_image(batch.images).float(), dim=-1)
-            return self.logit_scale.float() * image_features.float() @ text.float().t()
+            return scores(image_features.float(), text.float(), self.logit_scale.float())
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         feats = self.image_features(batch)
-        logits = self.logit_scale * feats @ self.classifier().t()
+        logits = scores(feats, self.classifier(), self.logit_scale)
         terms = cross_entropy_terms(logits, batch.labels)
         t = self.options.temperature
         teacher = F.softmax(self.zero_shot_logits(feats, batch).float() / t, dim=-1)
@@ -203,8 +203,4 @@ class ProGrad(CoOp):
         for param, g, k in zip(params, task, general):
             if g is not None:
                 param.grad = g if k is None else project_conflict(g, k, self.options.lam)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        optimizer_step(optimizer, scaler)

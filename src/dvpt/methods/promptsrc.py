@@ -29,7 +29,7 @@ from ..data.templates import IMAGENET_TEMPLATES
 from ..errors import ConfigError
 from ..prompts.deep import DeepTextPrompts, VisionPrompts
 from ..prompts.handcrafted import fill
-from .base import Batch, PromptMethod, cross_entropy_terms, register_method
+from .base import Batch, PromptMethod, cross_entropy_terms, register_method, scores
 
 
 @dataclass
@@ -120,10 +120,6 @@ class PromptSRC(PromptMethod):
         self.gpa = PromptAverage(self.prompts)
         self._teacher: dict[tuple, Tensor] = {}
 
-    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        super().set_classnames(classnames, templates)
-        self.prompts["text"].set_classnames(classnames)
-
     # ---- features ---------------------------------------------------------------------
     def classifier(self) -> Tensor:
         return F.normalize(self.prompts["text"]().float(), dim=-1)
@@ -143,11 +139,11 @@ class PromptSRC(PromptMethod):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         o = self.options
         text, image = self.classifier(), self.image_features(batch)
-        logits = self.logit_scale * image @ text.t()
+        logits = scores(image, text, self.logit_scale)
         with torch.no_grad():
             zs_text = self.teacher_text()
             zs_image = F.normalize(self.backbone.encode_image(batch.images).float(), dim=-1)
-            zs_logits = self.logit_scale * zs_image @ zs_text.t()
+            zs_logits = scores(zs_image, zs_text, self.logit_scale)
         terms = cross_entropy_terms(logits, batch.labels)
         scl_text = F.l1_loss(text, zs_text) * o.text_loss_weight
         scl_image = F.l1_loss(image, zs_image) * o.image_loss_weight

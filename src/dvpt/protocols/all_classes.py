@@ -5,7 +5,7 @@ from typing import Any
 
 from ..engine.rundir import RunDir
 from ..engine.session import Session
-from . import PROTOCOLS
+from ..registry import PROTOCOLS
 from .common import evaluate_and_record, run_header
 
 

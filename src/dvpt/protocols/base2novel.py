@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.sampling import subsample_classes
+from ..engine.evaluate import harmonic_mean
 from ..engine.rundir import RunDir
 from ..engine.session import Session
-from . import PROTOCOLS
-from .common import evaluate_and_record, harmonic_mean, run_header
+from ..registry import PROTOCOLS
+from .common import evaluate_and_record, run_header
 
 
 @PROTOCOLS.register("base2novel")

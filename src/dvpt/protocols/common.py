@@ -1,4 +1,4 @@
-"""Pieces every protocol shares: harmonic mean, evaluation records."""
+"""Pieces every protocol shares: evaluation records and the run header."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -8,11 +8,6 @@ from ..engine.evaluate import EvalResult
 from ..engine.rundir import RunDir
 from ..engine.session import Session
 from ..methods.base import PromptMethod
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    """HM = 2BN / (B + N), the literature's single base-to-novel score."""
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
 
 
 def evaluate_and_record(

@@ -11,7 +11,7 @@ from typing import Any
 from ..engine.io import read_json
 from ..engine.rundir import RunDir
 from ..engine.session import Session
-from . import PROTOCOLS
+from ..registry import PROTOCOLS
 from .common import evaluate_and_record, run_header
 
 

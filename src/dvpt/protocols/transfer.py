@@ -24,7 +24,7 @@ from ..engine.rundir import RunDir
 from ..engine.session import Session
 from ..errors import DataError
 from ..methods.base import PromptMethod
-from . import PROTOCOLS
+from ..registry import PROTOCOLS
 from .common import evaluate_and_record, run_header
 
 STANDARD = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",

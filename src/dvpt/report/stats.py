@@ -9,10 +9,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..engine.evaluate import harmonic_mean
 
-def harmonic_mean(base: float, novel: float) -> float:
-    """HM = 2BN / (B + N)."""
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+__all__ = ["Stat", "harmonic_mean"]
 
 
 @dataclass(frozen=True)
