@@ -678,6 +678,26 @@ def test_two_concurrent_trainers_on_one_folder(material: dict[str, Path], tmp_pa
     assert not (out / ".dvpt.lock").exists()
 
 
+def test_disk_full_is_one_line_and_leaves_the_old_file(world: World, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills while ``dvpt export --force`` writes: one line naming the file and the
+    cause, the user's previous file byte-identical, no temporary file left."""
+    from dvpt.inference import prompt_file
+
+    def disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 10)  # half a file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    target = _write(world.tmp / "out" / "mine.dvpt", b"the user's previous prompt")
+    monkeypatch.setattr(prompt_file, "save_file", disk_full)
+    code, _, err = run_cli(["export", str(world.run), "-o", str(target), "--force"], capsys)
+    assert code != 0
+    line = error_line(err)
+    assert f"cannot write {target}: No space left on device" in line, line
+    assert [p.name for p in target.parent.iterdir()] == ["mine.dvpt"]
+    assert target.read_bytes() == b"the user's previous prompt"
+
+
 def test_json_writer_refuses_nan_and_leaves_the_old_file(tmp_path: Path) -> None:
     from dvpt.errors import DvptError
     from dvpt.files import read_json, write_json

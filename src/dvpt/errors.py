@@ -18,5 +18,15 @@ class ConfigError(DvptError):
     """A configuration key or value that is unknown or of the wrong type."""
 
 
+class WriteError(DvptError, OSError):
+    """A file that could not be written (disk full, permissions); the previous file is whole.
+
+    Also an ``OSError`` (with its errno), so code that handles I/O errors keeps working.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class BackboneError(DvptError):
     """A backbone that cannot be loaded (e.g. offline without a local copy)."""

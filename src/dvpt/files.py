@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import DvptError
+from .errors import DvptError, WriteError
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
 #: large enough for a split file of ImageNet (1.3M entries, ~90 MB) with room to spare
@@ -49,14 +49,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     if path.is_dir():
         raise DvptError(f"cannot write {path}: it is a folder; choose a file name")
     make_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; written files are as readable as any other
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, DvptError):
+            raise
+        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions "
+                                    "and run again (the previous file, if any, is unchanged)") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
