@@ -343,6 +343,13 @@ def test_bench_backbones_side_by_side(tmp_path):
                common | {"backbone": "openclip:ViT-B-16", "error": "killed"}]
     assert bench.backbone_ratios(results) == [
         "text fwd+bwd, 100 classes: vit-b16-random 0.500 s, openclip:ViT-B-16 0.600 s (1.20x)"]
+    iterations = [{"kind": "iteration", "backbone": b, "classes": 10, "path": p, "reference_text": ref, "seconds": sec}
+                  for b, scale in (("vit-b16-random", 1.0), ("openclip:ViT-B-16", 2.0))
+                  for p, ref, sec in (("naive", False, 6.0 * scale), ("cached", False, 0.5 * scale),
+                                      ("naive", True, 12.0 * scale))]
+    assert bench.reference_ratios(iterations) == [
+        "openclip:ViT-B-16, 10 classes: reference 24.00 s/iter, naive 12.00 (2.0x fewer s), cached 1.00 (24.0x fewer s)",
+        "vit-b16-random, 10 classes: reference 12.00 s/iter, naive 6.00 (2.0x fewer s), cached 0.50 (24.0x fewer s)"]
     quick = bench.plan(quick=True, backbones=["openclip-tiny-random"], classes=[10])
     assert {c.backbone for c in quick} == {"openclip-tiny-random"} and [c.classes for c in quick if c.kind == "text"] == [10]
     text = next(c for c in quick if c.kind == "text")

@@ -552,17 +552,19 @@ def backbone_ratios(results: Sequence[dict]) -> list[str]:
 
 def reference_ratios(results: Sequence[dict]) -> list[str]:
     """Lines "C classes: reference X s/iter, naive Y (Zx), cached W (Vx)" for the iteration
-    cases measured side by side in one ``--reference-shapes`` run."""
-    rows: dict[int, dict[str, float]] = {}
+    cases measured side by side in one ``--reference-shapes`` run; one set per backbone, each
+    line led by the backbone's name when the run measured several."""
+    rows: dict[tuple[str, int], dict[str, float]] = {}
     for r in results:
         if r["kind"] == "iteration" and "error" not in r:
             key = "reference" if r.get("reference_text") else r["path"]
-            rows.setdefault(r["classes"], {})[key] = r["seconds"]
+            rows.setdefault((r["backbone"], r["classes"]), {})[key] = r["seconds"]
+    several = len({backbone for backbone, _ in rows}) > 1
     lines = []
-    for classes, row in sorted(rows.items()):
+    for (backbone, classes), row in sorted(rows.items(), key=lambda item: (item[0][1], item[0][0])):
         if "reference" not in row:
             continue
-        parts = [f"{classes} classes: reference {row['reference']:.2f} s/iter"]
+        parts = [f"{backbone + ', ' if several else ''}{classes} classes: reference {row['reference']:.2f} s/iter"]
         parts += [f"{path} {row[path]:.2f} ({row['reference'] / row[path]:.1f}x fewer s)"
                   for path in ("naive", "cached") if path in row]
         lines.append(", ".join(parts))
