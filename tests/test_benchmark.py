@@ -226,7 +226,7 @@ def test_update_doc_writes_tables_figures_and_the_readme_summary(tmp_path):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = readme.read_text()
     assert summary.startswith("# x\n\n" + README_BEGIN) and summary.endswith(README_END + "\n\nrest\n")
-    assert "| kgcoop | 6 |" in summary and "a, b (seeds 1, 2, 3)" in summary
+    assert "| kgcoop | 6 |" in summary and "a (seeds 1,2,3), b (seeds 1,2,3)" in summary
     # the same results give the same figure bytes
     before = (tmp_path / "figures" / "benchmark-base-novel.png").read_bytes()
     assert main(["report", str(results), "--update-doc", str(doc)]) == 0

@@ -59,7 +59,10 @@ def curve_figure(records: list[dict[str, Any]], path: Path) -> Path:
             epochs = sorted({r["epochs"] for r in records if r["method"] == method})
             values = [statistics.fmean(r[metric] for r in records if r["method"] == method and r["epochs"] == e)
                       for e in epochs]
-            ax.plot(epochs, values, marker="o", label=method)
+            if len(epochs) == 1:  # a reference that does not train (zero-shot): a level line
+                ax.axhline(values[0], linestyle="--", color="grey", label=method)
+            else:
+                ax.plot(epochs, values, marker="o", label=method)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("epochs")
         ax.set_title(metric)

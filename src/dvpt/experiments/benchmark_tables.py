@@ -211,7 +211,7 @@ def curve_table(records: list[dict[str, Any]]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(records, key=lambda r: (r["dataset"], r["method"], r["seed"], r["epochs"])):
         train = "—" if r.get("train_acc") is None else f"{r['train_acc']:.1f}"
-        lr = r["hyperparameters"]["optim"]["lr"] if r["epochs"] else None
+        lr = r["hyperparameters"]["optim"]["lr"] if _published(r["method"]) != "—" else None  # zero-shot trains nothing
         lines.append(f"| {r['dataset']} | {r['method']} | {r['seed']} | {r['epochs']} | "
                      f"{'—' if lr is None else f'{lr:.4g}'} | {r['base']:.2f} | "
                      f"{r['novel']:.2f} | {r['hm']:.2f} | {train} |")
@@ -291,12 +291,12 @@ def render_readme(results: dict[str, list[dict[str, Any]]]) -> str:
     records = results.get("base2novel") or []
     if not records:
         raise DataError("no base2novel.jsonl among the results; the README table is built from it")
-    datasets = sorted({r["dataset"] for r in records})
-    seeds = sorted({r["seed"] for r in records})
+    covered = ", ".join(
+        f"{dataset} (seeds {','.join(map(str, sorted({r['seed'] for r in records if r['dataset'] == dataset})))})"
+        for dataset in dict.fromkeys(r["dataset"] for r in records))
     return "\n".join([README_BEGIN, "",
-                      f"`micro`, base-to-novel on {', '.join(datasets)} (seeds {', '.join(map(str, seeds))}), "
-                      f"{len(records)} runs; mean [95% bootstrap interval].", "", summary_table(records), "",
-                      README_END])
+                      f"`micro`, base-to-novel on {covered}, {len(records)} runs; mean [95% bootstrap interval].",
+                      "", summary_table(records), "", README_END])
 
 
 def update_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> bool:
