@@ -36,8 +36,8 @@ def test_step_trains_only_the_method(name, tiny):
     method = build(name, tiny)
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     params = [p for p in method.parameters() if p.requires_grad]
-    if not params:
-        assert name == "zeroshot"
+    assert bool(params) == method.learns, f"{name}: learns={method.learns} but {len(params)} trainable parameters"
+    if not method.learns:  # nothing to train: the capability says so, no step to take
         return
     method.train()
     optimizer = torch.optim.SGD(params, lr=0.1)
@@ -49,7 +49,10 @@ def test_step_trains_only_the_method(name, tiny):
         if p.requires_grad:
             assert p.grad is not None, f"{name}: {pname} got no gradient"
     optimizer.zero_grad()
+    learnable_before = [p.detach().clone() for p in params]
     method.backward_and_step(method.losses(batch(tiny)), optimizer)
+    changed = [not torch.equal(b, p.detach()) for b, p in zip(learnable_before, params)]
+    assert any(changed), f"{name}: a training step changed no learnable parameter"
     assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items()), "backbone changed"
     assert not any(p.requires_grad for p in tiny.parameters())
 

@@ -53,6 +53,9 @@ class PromptMethod(nn.Module):
     #: True when learnable parts change how images are encoded (deep vision prompts):
     #: such methods cannot train on cached frozen image features.
     uses_image_tower: ClassVar[bool] = False
+    #: False for a method with nothing to learn (zero-shot): the trainer skips it and the
+    #: contract tests expect no parameter at all
+    learns: ClassVar[bool] = True
     #: one line for ``dvpt methods``
     summary: ClassVar[str] = ""
     #: how prompts go through the text tower (speed and memory, never the result)
@@ -64,6 +67,13 @@ class PromptMethod(nn.Module):
         self.options = options
         self.templates = list(templates) or ["a photo of a {}."]
         self.classnames = list(classnames)
+        self.build()
+
+    def build(self) -> None:
+        """Create the learnable parts from ``self.backbone``, ``self.classnames`` and
+        ``self.options`` (all set before it runs). A method overrides this instead of
+        ``__init__``, so its constructor signature is the engine's and never repeated; the
+        order of creation is the order of the random draws."""
         #: registered name of the dataset the classes come from ("" = unknown), set by the
         #: session from the run's config (and per target by the transfer protocols); only an
         #: official recipe that depends on the dataset reads it (zero-shot's ImageNet ensemble)

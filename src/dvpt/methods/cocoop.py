@@ -12,13 +12,13 @@ cached image features.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones.base import Backbone, Tokens
+from ..backbones.base import Tokens
 from ..config.fields import Validated
 from ..config.schema import NonNegativeInt, PositiveInt
 from ..prompts.learner import PromptLearner
@@ -54,10 +54,10 @@ class CoCoOp(PromptMethod):
     Options = CoCoOpOptions
     summary = "context shifted per image by a small meta-network (Zhou et al., CVPR 2022)"
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        super().__init__(backbone, classnames, templates, options)
-        self.prompt_learner = PromptLearner(backbone, classnames, options.n_ctx, options.ctx_init or None)
-        self.meta_net = meta_net(backbone.embed_dim, backbone.text_width)
+    def build(self) -> None:
+        self.prompt_learner = PromptLearner(self.backbone, self.classnames, self.options.n_ctx,
+                                            self.options.ctx_init or None)
+        self.meta_net = meta_net(self.backbone.embed_dim, self.backbone.text_width)
 
     def classifier(self) -> Tensor:
         raise NotImplementedError("CoCoOp's class features depend on the image; use logits(batch)")

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..backbones.base import Backbone
 from ..config.fields import Validated
 from ..config.schema import PositiveInt
 from ..prompts.learner import PromptLearner
@@ -33,11 +32,13 @@ class CoOp(PromptMethod):
     Options = CoOpOptions
     summary = "learnable context vectors shared by all classes (Zhou et al., IJCV 2022)"
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        super().__init__(backbone, classnames, templates, options)
-        self.prompt_learner = PromptLearner(
-            backbone, classnames, options.n_ctx, options.ctx_init or None, options.class_specific
-        )
+    def build(self) -> None:
+        o = self.options
+        self.prompt_learner = PromptLearner(self.backbone, self.classnames, o.n_ctx, self.context_init(), o.class_specific)
+
+    def context_init(self) -> str | None:
+        """Words the context starts as (None: random N(0, 0.02))."""
+        return self.options.ctx_init or None
 
     def classifier(self) -> Tensor:
         return F.normalize(self.prompt_learner().float(), dim=-1)

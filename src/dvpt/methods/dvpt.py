@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..backbones.base import Backbone
 from ..config.fields import Interval
 from ..config.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features
@@ -82,8 +81,9 @@ class DVPT(CoOp):
     summary = ("dual-view MI prompt tuning with class-wise visual augmentation (this package's method; "
                f"visual_aug: {' | '.join(typing.get_args(VisualAug))})")
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        super().__init__(backbone, classnames, templates, options)  # CoOp's prompt learner
+    def build(self) -> None:
+        super().build()  # CoOp's prompt learner
+        backbone, classnames, options = self.backbone, self.classnames, self.options
         self.proto = None
         if options.visual_aug == "proto":  # built after the learner: CoOp's random draws come first
             self.proto = ProtoShift(backbone.embed_dim, backbone.text_width, classnames, options.proto_hidden)

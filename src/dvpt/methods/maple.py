@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Sequence
+
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones.base import Backbone
 from ..config.fields import Validated
 from ..config.schema import PositiveInt
 from ..prompts.deep import DeepTextPrompts, tower_depth
@@ -54,10 +53,10 @@ class MaPLe(PromptMethod):
     uses_image_tower = True
     summary = "multi-modal deep prompts, vision prompts coupled to text prompts (Khattak et al., CVPR 2023)"
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        super().__init__(backbone, classnames, templates, options)
+    def build(self) -> None:
+        backbone, options = self.backbone, self.options
         self.text_prompts = DeepTextPrompts(
-            backbone, classnames, options.n_ctx, options.ctx_init or None, options.prompt_depth
+            backbone, self.classnames, options.n_ctx, options.ctx_init or None, options.prompt_depth
         )
         count = 0
         if options.coupling:

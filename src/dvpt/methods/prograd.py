@@ -17,16 +17,14 @@ whatever the run's precision (ProGrad's teacher is CLIP cast to float).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..backbones.base import Backbone
 from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features, method_template
 from ..engine.device import autocast
@@ -139,12 +137,14 @@ class ProGrad(CoOp):
     Options = ProGradOptions
     summary = "CoOp with gradients projected off the zero-shot direction (Zhu et al., ICCV 2023)"
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        from_template = options.ctx_init == TEMPLATE_INIT
-        super().__init__(backbone, classnames, templates,
-                         dataclasses.replace(options, ctx_init="") if from_template else options)
-        self.options = options
-        if from_template:
+    def context_init(self) -> str | None:
+        """ProGrad's own initialisation starts from zeros (placed in ``build``), not from words."""
+        return None if self.options.ctx_init == TEMPLATE_INIT else super().context_init()
+
+    def build(self) -> None:
+        super().build()
+        options = self.options
+        if options.ctx_init == TEMPLATE_INIT:
             if options.count_words:
                 place_counted_words(self.prompt_learner, template_words(self.template))
             else:

@@ -16,7 +16,7 @@ resumed run aggregates exactly as an uninterrupted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -110,10 +110,10 @@ class PromptSRC(PromptMethod):
     uses_image_tower = True
     summary = "independent deep V-L prompts with self-regularisation and GPA (Khattak et al., ICCV 2023)"
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], options: Any) -> None:
-        super().__init__(backbone, classnames, templates, options)
+    def build(self) -> None:
+        backbone, options = self.backbone, self.options
         self.prompts = nn.ModuleDict({
-            "text": DeepTextPrompts(backbone, classnames, options.n_ctx_text, options.ctx_init or None,
+            "text": DeepTextPrompts(backbone, self.classnames, options.n_ctx_text, options.ctx_init or None,
                                     options.depth_text),
             "vision": VisionPrompts(backbone, options.n_ctx_vision, options.depth_vision),
         })

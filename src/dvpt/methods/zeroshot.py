@@ -49,6 +49,7 @@ def select_templates(templates: list[str], which: TemplateChoice, dataset: str =
 class ZeroShotCLIP(PromptMethod):
     name = "zeroshot"
     Options = ZeroShotOptions
+    learns = False
     summary = "zero-shot CLIP with the dataset's hand-crafted template (or an ensemble)"
 
     def classifier(self) -> Tensor:
