@@ -5,9 +5,14 @@ import json
 
 import pytest
 
+import torch
+
 from dvpt.cli import main
+from dvpt.data.loading import draft_side, open_image
 from dvpt.engine.io import read_json
-from dvpt.methods import METHODS
+from dvpt.engine.restore import restore_method
+from dvpt.methods import METHODS, Batch
+from dvpt.protocols.transfer import parse_target, source_rows
 from datasets_fixtures import BUILDERS, WNIDS, subset
 
 COMMON = ["--backbone", "tiny-random", "--epochs", "1", "--set", "cache.views=1", "--batch-size", "8"]
@@ -119,6 +124,36 @@ def test_every_method_on_every_transfer_protocol(capsys, data_root, tmp_path, me
     m = read_json(out / "metrics.json")
     accuracies = [e["accuracy"] for e in m["evaluations"]]
     assert accuracies and all(0 <= a <= 100 for a in accuracies)
+    if protocol == "fewshot":
+        for shots in (1, 2):
+            assert m["accuracy_by_shots"][str(shots)] == pytest.approx(reference_accuracy(out / f"shots_{shots}", "dtd"),
+                                                                        abs=1e-4)
+    else:
+        for target, acc in m["targets"].items():
+            assert acc == pytest.approx(reference_accuracy(out, target, protocol == "domaingen"), abs=1e-4), target
+
+
+def reference_accuracy(run_dir, target: str, shared_labels: bool = False) -> float:
+    """Top-1 accuracy of the run's tuned method on ``target``'s test images, recomputed here
+    image by image from the run folder (no feature cache, no evaluation loop): with
+    ``shared_labels`` over the source classifier's matching rows, else over the target's classes."""
+    session, method, _ = restore_method(run_dir)
+    name, options = parse_target(target)
+    splits = session.load_dataset(name, options={**session.cfg.data.options, **options})
+    if shared_labels:
+        rows = source_rows(session.load_dataset(), splits)
+    else:
+        method.set_classnames(splits.classnames, splits.templates)
+        rows = list(range(len(splits.classnames)))
+    transform = session.backbone.eval_transform()
+    correct = 0
+    method.eval()
+    with torch.no_grad():
+        for item in splits.test:
+            image = transform(open_image(item.path, draft_side(transform)))[None]
+            logits = method.logits(Batch(labels=torch.tensor([item.label]), images=image))[0, rows]
+            correct += int(logits.argmax()) == item.label
+    return 100.0 * correct / len(splits.test)
 
 
 @pytest.mark.slow
