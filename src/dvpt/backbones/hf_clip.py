@@ -24,9 +24,9 @@ from torch import Tensor
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from . import transforms
-from . import text_path
 from .base import Backbone, Tokens, weight_fingerprint
-from .text_path import CausalTower, PreNormBlock, TextOptions, replace_prefix
+from .library_clip import LibraryCLIP
+from .text_path import CausalTower, PreNormBlock, replace_prefix
 
 
 def _byte_vocab() -> tuple[dict[str, int], list[str]]:
@@ -103,7 +103,7 @@ def vit_b16_config() -> "CLIPConfig":  # noqa: F821
     )
 
 
-class HFCLIPBackbone(Backbone):
+class HFCLIPBackbone(LibraryCLIP):
     """A frozen transformers ``CLIPModel`` plus its tokenizer and preprocessing."""
 
     causal_text = True
@@ -207,12 +207,6 @@ class HFCLIPBackbone(Backbone):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.eot_index]
         return self.model.text_projection(pooled)
 
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None, *,
-                               shared_prefix: int = 0, prefix_groups: int = 1,
-                               options: TextOptions = TextOptions()) -> Tensor:
-        return text_path.encode_causal(self._causal_tower(), embeddings, tokens, deep_prompts,
-                                       shared_prefix, prefix_groups, options)
-
     def _causal_tower(self) -> CausalTower:
         """transformers' ``CLIPEncoderLayer`` blocks in the fast path's neutral terms."""
         text = self.model.text_model
@@ -246,15 +240,6 @@ class HFCLIPBackbone(Backbone):
         pooled = vision.post_layernorm(hidden[:, 0])
         return self.model.visual_projection(pooled)
 
-    def train_transform(self):
-        return transforms.train_transform(self.image_size, self.mean, self.std)
-
-    def eval_transform(self):
-        return transforms.eval_transform(self.image_size, self.mean, self.std)
-
-    @property
-    def logit_scale(self) -> Tensor:
-        return self.model.logit_scale.detach().exp()
 
 
 def _neutral_block(layer) -> PreNormBlock:

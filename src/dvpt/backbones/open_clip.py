@@ -18,9 +18,10 @@ from torch import Tensor, nn
 
 from ..errors import BackboneError
 from ..registry import BACKBONES
-from . import text_path, transforms
+from . import transforms
 from .base import Backbone, Tokens, weight_fingerprint
-from .text_path import CausalTower, PreNormBlock, TextOptions, replace_prefix
+from .library_clip import LibraryCLIP
+from .text_path import CausalTower, PreNormBlock, replace_prefix
 
 #: A CLIP small enough for CPU tests, in open_clip's own model-config format.
 TINY_CONFIG: dict = {
@@ -30,7 +31,7 @@ TINY_CONFIG: dict = {
 }
 
 
-class OpenCLIPBackbone(Backbone):
+class OpenCLIPBackbone(LibraryCLIP):
     """A frozen open_clip ``CLIP`` plus open_clip's tokenizer and CLIP preprocessing."""
 
     causal_text = True
@@ -130,12 +131,6 @@ class OpenCLIPBackbone(Backbone):
             return pooled
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None, *,
-                               shared_prefix: int = 0, prefix_groups: int = 1,
-                               options: TextOptions = TextOptions()) -> Tensor:
-        return text_path.encode_causal(self._causal_tower(), embeddings, tokens, deep_prompts,
-                                       shared_prefix, prefix_groups, options)
-
     def _causal_tower(self) -> CausalTower:
         """open_clip's text ``ResidualAttentionBlock``s in the fast path's neutral terms."""
         model = self.model
@@ -168,15 +163,6 @@ class OpenCLIPBackbone(Backbone):
         pooled = visual.ln_post(x[:, 0])
         return pooled @ visual.proj
 
-    def train_transform(self):
-        return transforms.train_transform(self.image_size, self.mean, self.std)
-
-    def eval_transform(self):
-        return transforms.eval_transform(self.image_size, self.mean, self.std)
-
-    @property
-    def logit_scale(self) -> Tensor:
-        return self.model.logit_scale.detach().exp()
 
 
 def _neutral_block(block) -> PreNormBlock:
