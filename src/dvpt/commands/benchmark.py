@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import comma_list
+
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import io
@@ -33,10 +35,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv(kind):
-    return lambda s: [kind(v) for v in s.split(",") if v.strip()]
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("benchmark", help="the reported offline benchmark runs, resumable, one JSON line each",
                             description=__doc__)
@@ -46,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="one dataset, two seeds, three methods, 2 epochs")
     parser.add_argument("--tuning", action="store_true",
                         help="the tuning datasets of presets/benchmark.yaml (never reported) instead of the reported ones")
-    parser.add_argument("--datasets", type=_csv(str), help="comma-separated emoji datasets (default: the preset's)")
-    parser.add_argument("--methods", type=_csv(str), help="comma-separated methods (default: the preset's)")
-    parser.add_argument("--seeds", type=_csv(int), help="comma-separated seeds (default: the preset's)")
-    parser.add_argument("--epochs", type=_csv(int),
+    parser.add_argument("--datasets", type=comma_list(str), help="comma-separated emoji datasets (default: the preset's)")
+    parser.add_argument("--methods", type=comma_list(str), help="comma-separated methods (default: the preset's)")
+    parser.add_argument("--seeds", type=comma_list(int), help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--epochs", type=comma_list(int),
                         help="budget curve: run the plan once per epoch count (e.g. 5,10,20,40) into budget-curve.jsonl")
     parser.add_argument("--lr-grid", action="store_true", dest="lr_grid",
                         help="every method at every lr scale of the rule's grid into tuning.jsonl (use with --tuning), "

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import comma_list
+
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.demo import load_plan, run_demo, write_outputs
@@ -24,18 +26,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv(kind):
-    return lambda s: [kind(v) for v in s.split(",") if v.strip()]
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="base-to-novel on the offline emoji benchmark, every method",
                             description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one dataset, four methods, half the epochs (~1 min)")
     parser.add_argument("--output", "-o", help="output folder (default: demo-<time>); re-running it resumes")
-    parser.add_argument("--datasets", type=_csv(str), help="comma-separated emoji datasets")
-    parser.add_argument("--methods", type=_csv(str), help="comma-separated methods")
-    parser.add_argument("--seeds", type=_csv(int), help="comma-separated seeds, e.g. 1,2,3")
+    parser.add_argument("--datasets", type=comma_list(str), help="comma-separated emoji datasets")
+    parser.add_argument("--methods", type=comma_list(str), help="comma-separated methods")
+    parser.add_argument("--seeds", type=comma_list(int), help="comma-separated seeds, e.g. 1,2,3")
     parser.add_argument("--backbone", help="default: micro")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override applied to every run")
