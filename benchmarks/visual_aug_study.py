@@ -17,6 +17,11 @@ highest mean HM over the tuning runs becomes the default.
 
     python benchmarks/visual_aug_study.py select -o runs/visual-aug
     python benchmarks/visual_aug_study.py ablation -o runs/visual-aug --datasets emoji-activities,emoji-food
+
+``--budget rule`` runs either study under the benchmark's rule instead (presets/benchmark.yaml
+``rule``: its batch, epochs and precision, dvpt's lr = its anchor times the scale chosen on the
+tuning data, ``--scales-from`` a ``dvpt benchmark --tuning --lr-grid`` file), so the ablation
+is comparable run by run with ``dvpt benchmark``'s base-to-novel lines.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from dvpt.experiments.benchmark import _append, load_plan, read_results, record_of, run_config
+from dvpt.experiments.benchmark import _append, load_plan, read_results, record_of, run_config, with_scales_from
 from dvpt.engine.runner import run_training
 
 AUGS = ("none", "proto", "mixup", "feature", "protoview")
@@ -62,9 +67,16 @@ def ablation_rows(default_aug: str) -> dict[str, dict[str, str]]:
 
 
 def run_study(study: str, rows: dict[str, dict[str, str]], datasets: list[str], seeds: list[int],
-              tuning: bool, output: Path) -> None:
-    """Every (seed, dataset, row) without a line, seed-major so a partial study stays balanced."""
+              tuning: bool, output: Path, budget: str = "offline", scales_from: Path | None = None) -> None:
+    """Every (seed, dataset, row) without a line, seed-major so a partial study stays balanced.
+
+    ``budget="offline"`` pins the shared offline budget (``BUDGET``) the committed lines ran
+    under; ``"rule"`` keeps the benchmark rule's batch, epochs, precision and lr.
+    """
     plan = load_plan(tuning=tuning, methods=["dvpt"], seeds=seeds, datasets=datasets)
+    if scales_from is not None:
+        plan = with_scales_from(plan, scales_from)
+    pinned = BUDGET if budget == "offline" else []
     results = output / f"{study}.jsonl"
     done = {(r["row"], r["dataset"], int(r["seed"])) for r in read_results(results)}
     for seed in plan.seeds:
@@ -74,7 +86,7 @@ def run_study(study: str, rows: dict[str, dict[str, str]], datasets: list[str], 
                     continue
                 method = options.get("method", "dvpt")
                 overrides = [f"options.{k}={v}" for k, v in options.items() if k != "method"]
-                sub = type(plan)(**{**plan.__dict__, "budget": [*plan.budget, *BUDGET, *overrides]})
+                sub = type(plan)(**{**plan.__dict__, "budget": [*plan.budget, *pinned, *overrides]})
                 cfg = run_config(sub, method, dataset, seed, output)
                 slug = "".join(ch if ch.isalnum() else "-" for ch in row)
                 metrics = run_training(cfg, output / "runs" / study / dataset / slug / f"seed{seed}")
@@ -90,16 +102,22 @@ def main() -> None:
     parser.add_argument("--datasets", default=None, help="comma-separated (default: tuning group for select)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--default-aug", default="proto", choices=AUGS, help="the default's visual_aug (ablation)")
+    parser.add_argument("--budget", default="offline", choices=["offline", "rule"],
+                        help="offline: the pinned 5-epoch budget of the committed lines; rule: presets/benchmark.yaml's")
+    parser.add_argument("--scales-from", type=Path, default=None, dest="scales_from",
+                        help="with --budget rule: the lr scales chosen in this tuning.jsonl")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = args.datasets.split(",") if args.datasets else None
     if args.study == "select":
-        run_study("visual-aug-select", SELECT, datasets, seeds, tuning=True, output=args.output)
+        run_study("visual-aug-select", SELECT, datasets, seeds, tuning=True, output=args.output,
+                  budget=args.budget, scales_from=args.scales_from)
     else:
         if not datasets:
             parser.error("ablation needs --datasets (reported groups)")
-        run_study("ablation", ablation_rows(args.default_aug), datasets, seeds, tuning=False, output=args.output)
+        run_study("ablation", ablation_rows(args.default_aug), datasets, seeds, tuning=False, output=args.output,
+                  budget=args.budget, scales_from=args.scales_from)
 
 
 if __name__ == "__main__":

@@ -110,3 +110,35 @@ def test_study_tables_pick_the_highest_mean_hm_and_pair_rows_by_dataset_and_seed
     block = render_results({"visual-aug-select": records, "ablation": [{**r, "row": "full (defaults)" if r["row"] == "b"
                                                                        else r["row"]} for r in records]})
     assert "default: `b`" in block and "### dvpt ablation (reported data)" in block
+
+
+@pytest.mark.parametrize("budget", ["offline", "rule"])
+def test_study_budget_is_the_pinned_one_or_the_benchmark_rule_with_the_tuned_scale(budget, tmp_path, monkeypatch):
+    import json
+
+    from dvpt.experiments.benchmark import anchor_lr, load_plan
+
+    study = _load("visual_aug_study")
+    seen = []
+
+    def fake_training(cfg, folder):
+        seen.append(cfg)
+        return {"base": 50.0, "novel": 40.0, "hm": 44.4, "train_acc": 60.0, "seconds": 1.0}
+
+    monkeypatch.setattr(study, "run_training", fake_training)
+    tuning = tmp_path / "tuning.jsonl"
+    tuning.write_text("".join(json.dumps({"protocol": "base2novel", "dataset": "emoji-travel", "domain": "color",
+                                          "method": "dvpt", "seed": 1, "shots": 16, "lr_scale": s, "hm": hm}) + "\n"
+                              for s, hm in [(1.0, 40.0), (2.0, 41.0), (0.5, 39.0)]))
+    study.run_study("ablation", {"full (defaults)": {"visual_aug": "feature"}}, ["emoji-activities"], [1],
+                    tuning=False, output=tmp_path / "out", budget=budget,
+                    scales_from=tuning if budget == "rule" else None)
+    (cfg,) = seen
+    rule = load_plan()
+    if budget == "offline":
+        assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.lr) == (5, 64, 0.05)
+    else:
+        assert (cfg.optim.epochs, cfg.optim.batch_size) == (rule.epochs, rule.batch_size)
+        assert cfg.optim.lr == pytest.approx(2.0 * anchor_lr("dvpt", rule.batch_size, rule.epochs))
+        assert cfg.precision == rule.precision
+    assert cfg.options["visual_aug"] == "feature"
