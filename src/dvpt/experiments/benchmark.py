@@ -266,6 +266,9 @@ def _run_pool(plan: BenchmarkPlan, output: Path, jobs: list[tuple[str, str, int]
     from ..engine.io import read_json, write_yaml
     from ..sweep.worker import Task, WorkerProcess
 
+    # Every config is built here, before any thread starts: building one imports the registries
+    # lazily, which is not safe from two threads at once, and a bad config fails before any work.
+    configs = {job: run_config(plan, job[1], job[0], job[2], output) for job in jobs}
     todo: queue.Queue = queue.Queue()
     for job in jobs:
         todo.put(job)
@@ -279,7 +282,7 @@ def _run_pool(plan: BenchmarkPlan, output: Path, jobs: list[tuple[str, str, int]
                     dataset, method, seed = todo.get_nowait()
                 except queue.Empty:
                     return
-                cfg = run_config(plan, method, dataset, seed, output)
+                cfg = configs[(dataset, method, seed)]
                 folder = output / "runs" / plan.protocol / dataset / method / f"seed{seed}"
                 config = write_yaml(output / "configs" / f"{dataset}-{method}-seed{seed}.yaml", to_dict(cfg))
                 outcome = worker.run(Task(f"{dataset}/{method}/seed{seed}", str(config.resolve()),
@@ -291,6 +294,9 @@ def _run_pool(plan: BenchmarkPlan, output: Path, jobs: list[tuple[str, str, int]
                         failed.append(f"{outcome.name}: {outcome.error}")
                     if not worker.alive():
                         worker = WorkerProcess(threads=1)
+        except Exception as exc:  # a driver thread must not die silently and leave its jobs undone
+            with lock:
+                failed.append(f"worker driver: {type(exc).__name__}: {exc}")
         finally:
             worker.stop()
 
