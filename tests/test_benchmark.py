@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,13 @@ def test_worker_pool_writes_the_same_lines_as_one_process(tmp_path, capsys):
         assert (a["base"], a["novel"], a["hm"], a["hyperparameters"]) == (b["base"], b["novel"], b["hm"], b["hyperparameters"])
     assert main([*args, "--workers", "0", "-o", str(tmp_path / "none")]) == 2
     assert "--workers 0: give 1 or more" in capsys.readouterr().err
+
+
+def test_the_presets_lr_scales_are_the_ones_the_committed_tuning_grid_chooses():
+    from dvpt.experiments.benchmark import chosen_scales, read_results
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results" / "tuning.jsonl"
+    lines = read_results(docs)
+    plan = load_plan()
+    assert len(lines) == len(plan.lr_grid) * len([m for m in plan.methods if m != "zeroshot"])
+    assert plan.lr_scale == chosen_scales(lines)
