@@ -75,8 +75,8 @@ def test_broken_results_line_names_file_and_line(tmp_path):
 
 
 def test_plan_errors_are_one_line_user_errors():
-    with pytest.raises(ConfigError, match="protocol 'fewshot' is not available"):
-        load_plan(protocol="fewshot")
+    with pytest.raises(ConfigError, match="protocol 'nosuch' is not available"):
+        load_plan(protocol="nosuch")
     with pytest.raises(ConfigError, match="unknown method"):
         load_plan(methods=["nosuch"])
     plan = load_plan()

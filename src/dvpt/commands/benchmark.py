@@ -10,8 +10,9 @@ from . import comma_list
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import io
-    from ..experiments.benchmark import (RESULTS, chosen_scales, curve_table, load_plan, run_benchmark, run_budget_curve,
-                                         run_lr_grid, summary_table, with_scales_from)
+    from ..experiments.benchmark import (PROTOCOLS, RESULT_FILES, chosen_scales, curve_table, load_plan, plan_jobs,
+                                         run_benchmark, run_budget_curve, run_lr_grid, with_scales_from)
+    from ..experiments.benchmark_tables import protocol_tables
 
     plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
                      seeds=args.seeds, datasets=args.datasets)
@@ -26,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs:
         print(curve_table(run_budget_curve(plan, args.epochs, output)))
         return 0
-    print(f"dvpt benchmark: {plan.protocol}, {len(plan.datasets)} datasets x {len(plan.methods)} methods x "
-          f"{len(plan.seeds)} seeds -> {output / RESULTS}", file=sys.stderr)
-    records = [r for r in run_benchmark(plan, output, workers=args.workers) if r["protocol"] == plan.protocol]
-    table = summary_table(records)
+    kinds = PROTOCOLS[plan.protocol]
+    print(f"dvpt benchmark: {plan.protocol}, {len(plan_jobs(plan))} runs -> "
+          + ", ".join(str(output / RESULT_FILES[k]) for k in kinds), file=sys.stderr)
+    records = run_benchmark(plan, output, workers=args.workers)
+    table = protocol_tables(records)
     io.write_text(output / "summary.md", table + "\n")
     print(table)
     return 0
@@ -40,11 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description=__doc__)
     parser.add_argument("--output", "-o", required=True,
                         help="output folder; results.jsonl there collects the runs, re-running resumes")
-    parser.add_argument("--protocol", default="base2novel", help="base2novel (default)")
-    parser.add_argument("--quick", action="store_true", help="one dataset, two seeds, three methods, 2 epochs")
+    parser.add_argument("--protocol", default="base2novel", choices=["base2novel", "crossdataset", "domaingen",
+                                                                      "fewshot", "all"],
+                        help="base2novel (default; results.jsonl); crossdataset or domaingen (the same transfer runs, "
+                             "transfer.jsonl); fewshot (fewshot.jsonl); all")
+    parser.add_argument("--quick", action="store_true",
+                        help="one dataset (one source and target per transfer table), two seeds, three methods, "
+                             "2 epochs, shots 1,2 for few-shot")
     parser.add_argument("--tuning", action="store_true",
                         help="the tuning datasets of presets/benchmark.yaml (never reported) instead of the reported ones")
-    parser.add_argument("--datasets", type=comma_list(str), help="comma-separated emoji datasets (default: the preset's)")
+    parser.add_argument("--datasets", type=comma_list(str),
+                        help="comma-separated emoji datasets of base-to-novel (default: the preset's)")
     parser.add_argument("--methods", type=comma_list(str), help="comma-separated methods (default: the preset's)")
     parser.add_argument("--seeds", type=comma_list(int), help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--epochs", type=comma_list(int),

@@ -87,14 +87,14 @@ class RunConfig(Validated):
     backbone: str = "micro"
     #: a local weights file (.safetensors, or a folder holding one) for an openclip:<model> backbone
     backbone_checkpoint: str | None = None
-    #: a registered protocol: base2novel | all | crossdataset | domaingen | fewshot
+    #: a registered protocol: base2novel | all | crossdataset | domaingen | transfer | fewshot
     protocol: str = "base2novel"
     seed: NonNegativeInt = 1
     device: Device = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_batch_size: PositiveInt = 100
     threads: PositiveInt | None = None
-    #: target datasets for crossdataset/domaingen protocols
+    #: target datasets for the crossdataset, domaingen and transfer protocols
     targets: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

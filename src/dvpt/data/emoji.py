@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -269,6 +269,16 @@ class Difficulty:
     high: float = 1.0
 
 
+def parse_difficulty(value: object) -> Difficulty:
+    """``[low, high]`` with 0 <= low <= high <= 1, else a one-line error naming the value and the fix."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok or not 0 <= value[0] <= value[1] <= 1:
+        raise DataError(f"data.options.difficulty must be [low, high] with 0 <= low <= high <= 1, got {value!r}; "
+                        "e.g. difficulty: [0.8, 1.0]")
+    return Difficulty(float(value[0]), float(value[1]))
+
+
 def sample_params(n: int, difficulty: Difficulty, generator: torch.Generator) -> dict[str, Tensor]:
     """Random rendering parameters for ``n`` images (all effects scale with difficulty)."""
     def u(*shape: int) -> Tensor:
@@ -467,19 +477,26 @@ def load_emoji(
     seed: int = 0,
     recipe: RenderRecipe | None = None,
     test_per_class: int | None = None,
+    difficulty: Sequence[float] | None = None,
 ) -> DatasetSplits:
     """A benchmark dataset as ``DatasetSplits``, rendered into the cache on first use.
 
     ``test_per_class`` (``data.options.test_per_class``) renders more test images per class
     than the default 10, so that one image weighs less than a quarter of a point; train and
     val images are unchanged (the same per-image streams), only the test split grows.
+    ``difficulty`` (``data.options.difficulty: [low, high]``) draws every image's difficulty
+    from another range than the default [0.6, 1.0]: ``[0.8, 1.0]`` is a harder shift of the
+    same classes and domain (domain generalisation). The range is part of the recipe, so it
+    renders into its own cache folder.
     """
     recipe = recipe or RenderRecipe(seed=seed)
     if test_per_class is not None:
         if int(test_per_class) < 1:
             raise DataError(f"data.options.test_per_class must be a positive integer, got {test_per_class!r}")
         counts = tuple((split, int(test_per_class) if split == "test" else n) for split, n in recipe.counts)
-        recipe = RenderRecipe(seed=recipe.seed, size=recipe.size, counts=counts, difficulty=recipe.difficulty)
+        recipe = replace(recipe, counts=counts)
+    if difficulty is not None:
+        recipe = replace(recipe, difficulty=parse_difficulty(difficulty))
     entries = concepts(dataset, domain)
     folder = dataset_dir(dataset, domain, root, recipe)
     try:

@@ -17,6 +17,7 @@ from .benchmark_tables import bootstrap_ci
 
 BASE_NOVEL = "benchmark-base-novel.png"
 CURVE = "benchmark-budget-curve.png"
+FEWSHOT = "benchmark-fewshot.png"
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -71,6 +72,31 @@ def curve_figure(records: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def fewshot_figure(records: list[dict[str, Any]], path: Path) -> Path:
+    """Accuracy against shots, one line per method (mean over the (dataset, seed) runs, 95% intervals).
+
+    Zero-shot trains on nothing: a level line at its mean.
+    """
+    fig = Figure(figsize=(5.0, 3.4))
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r["method"] for r in records):
+        shots = sorted({int(r["shots"]) for r in records if r["method"] == method})
+        if shots == [0]:
+            ax.axhline(statistics.fmean(r["accuracy"] for r in records if r["method"] == method),
+                       linestyle="--", color="grey", label=method)
+            continue
+        cis = [bootstrap_ci([r["accuracy"] for r in records if r["method"] == method and int(r["shots"]) == k])
+               for k in shots]
+        ax.errorbar(shots, [c[0] for c in cis], yerr=[[c[0] - c[1] for c in cis], [c[2] - c[0] for c in cis]],
+                    marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"few-shot, all classes, {len(records)} runs, 95% intervals")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def write_figures(results: dict[str, list[dict[str, Any]]], folder: Path) -> list[Path]:
     """Every figure the result files allow, into ``folder``."""
     files = []
@@ -78,4 +104,6 @@ def write_figures(results: dict[str, list[dict[str, Any]]], folder: Path) -> lis
         files.append(base_novel_figure(results["base2novel"], folder / BASE_NOVEL))
     if results.get("budget-curve"):
         files.append(curve_figure(results["budget-curve"], folder / CURVE))
+    if results.get("fewshot"):
+        files.append(fewshot_figure(results["fewshot"], folder / FEWSHOT))
     return files

@@ -70,11 +70,14 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0) 
 
 
 def paired_differences(records: Iterable[dict[str, Any]], method: str, metric: str,
-                       reference: str = REFERENCE) -> list[float]:
-    """``method - reference`` on each (dataset, seed) both ran: the same few-shot sample."""
-    by = {(r["dataset"], r["seed"], r["method"]): r[metric] for r in records}
-    return [by[(d, s, method)] - by[(d, s, reference)] for (d, s, m) in sorted(by) if m == method
-            and (d, s, reference) in by]
+                       reference: str = REFERENCE, keys: Sequence[str] = ("dataset", "seed")) -> list[float]:
+    """``method - reference`` on each run both made: the same dataset, seed (and ``keys``), so the same sample.
+
+    Few-shot pairs on ``("dataset", "seed", "shots")``: a shot count is its own sample.
+    """
+    by = {(*(r[k] for k in keys), r["method"]): r[metric] for r in records}
+    return [by[(*key, method)] - by[(*key, reference)] for (*key, m) in sorted(by) if m == method
+            and (*key, reference) in by]
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -218,6 +221,80 @@ def curve_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def transfer_table(records: list[dict[str, Any]], part: str, reference: str = REFERENCE) -> str:
+    """One table of the transfer runs: ``part`` is ``crossdataset`` or ``domaingen``.
+
+    Per method: accuracy on the source's own test images, the mean of each target over the
+    runs, the mean over the targets with its 95% interval over the runs (seeds), and the
+    paired difference of that mean to ``reference`` on the same seed (`*`: interval excludes 0).
+    """
+    targets = list(dict.fromkeys(t for r in records for t in r[part]))
+    lines = ["| Method | Runs | Source | " + " | ".join(f"`{t}`" for t in targets) + " | Mean | Train acc | Mean − "
+             + reference + " |", "|---|---:|---:|" + "---:|" * len(targets) + "---:|---:|---:|"]
+    for method in _methods(records):
+        rows = [r for r in records if r["method"] == method]
+        cells = []
+        for target in targets:
+            values = [r[part][target] for r in rows if target in r[part]]
+            cells.append(f"{statistics.fmean(values):.2f}" if values else "not run")
+        train = [r["train_acc"] for r in rows if r.get("train_acc") is not None]
+        diff = diff_cell(paired_differences(records, method, f"{part}_mean", reference)) if method != reference else "—"
+        lines.append(f"| {method} | {len(rows)} | {_cell([r['source'] for r in rows])} | " + " | ".join(cells)
+                     + f" | {_cell([r[part + '_mean'] for r in rows])} | "
+                     + (f"{statistics.fmean(train):.1f}" if train else "—") + f" | {diff} |")
+    return "\n".join(lines)
+
+
+def fewshot_table(records: list[dict[str, Any]]) -> str:
+    """Accuracy per method and shot count: mean [95% interval] over the (dataset, seed) runs.
+
+    Zero-shot trains on nothing, so it has one column of its own (shots 0).
+    """
+    shots = sorted({int(r["shots"]) for r in records})
+    lines = ["| Method | " + " | ".join("zero-shot" if k == 0 else f"{k} shot{'s' * (k > 1)}" for k in shots) + " |",
+             "|---|" + "---:|" * len(shots)]
+    for method in _methods(records):
+        cells = []
+        for k in shots:
+            values = [r["accuracy"] for r in records if r["method"] == method and int(r["shots"]) == k]
+            cells.append(_cell(values) if values else "—")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fewshot_difference_table(records: list[dict[str, Any]], reference: str = REFERENCE) -> str:
+    """Accuracy − ``reference`` per shot count, paired on the same dataset, seed and shots."""
+    shots = sorted({int(r["shots"]) for r in records if int(r["shots"]) > 0})
+    lines = ["| Method | " + " | ".join(f"{k} shot{'s' * (k > 1)}" for k in shots) + " |", "|---|" + "---:|" * len(shots)]
+    for method in _methods(records):
+        if method == reference or all(int(r["shots"]) == 0 for r in records if r["method"] == method):
+            continue
+        cells = [diff_cell(paired_differences([r for r in records if int(r["shots"]) == k], method, "accuracy",
+                                              reference, keys=("dataset", "seed", "shots"))) for k in shots]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def protocol_tables(records: list[dict[str, Any]]) -> str:
+    """The summary tables of whichever protocols ``records`` hold (what ``dvpt benchmark`` prints)."""
+    parts = []
+    kinds = {r.get("protocol", "base2novel") for r in records}
+    if "base2novel" in kinds:
+        parts.append(summary_table([r for r in records if r.get("protocol", "base2novel") == "base2novel"]))
+    transfer = [r for r in records if r.get("protocol") == "transfer"]
+    if transfer:
+        parts += ["Cross-dataset:\n\n" + transfer_table(transfer, "crossdataset"),
+                  "Domain generalisation:\n\n" + transfer_table(transfer, "domaingen")]
+    fewshot = [r for r in records if r.get("protocol") == "fewshot"]
+    if fewshot:
+        parts.append("Few-shot:\n\n" + fewshot_table(fewshot))
+    return "\n\n".join(parts)
+
+
+def _seeds(records: Iterable[dict[str, Any]]) -> str:
+    return ", ".join(map(str, sorted({r["seed"] for r in records})))
+
+
 ABLATION_REFERENCE = "full (defaults)"
 
 
@@ -269,6 +346,28 @@ def render_results(results: dict[str, list[dict[str, Any]]]) -> str:
                   f"{', '.join(map(str, sorted({r['seed'] for r in records})))}. Last column: paired HM difference "
                   "to the full default on the same dataset, seed and few-shot sample.", "",
                   row_table(records, ABLATION_REFERENCE), ""]
+    if results.get("transfer"):
+        records = results["transfer"]
+        sources = ", ".join(dict.fromkeys(r["dataset"] for r in records))
+        parts += ["### Cross-dataset transfer", "",
+                  f"{len(records)} runs, each method tuned on all classes of {sources} (seeds {_seeds(records)}), "
+                  "then evaluated with the same prompt on the other groups' own classes. Target columns: mean over "
+                  "the runs; Mean: the mean over the targets with its 95% bootstrap interval over the runs; last "
+                  "column: the paired difference of that mean to dvpt on the same seed (`*`: its interval excludes "
+                  "zero).", "", transfer_table(records, "crossdataset"), "",
+                  "### Domain generalisation", "",
+                  f"The same {len(records)} runs, evaluated on {sources}'s own classes under a shift (scored over "
+                  "the source classifier's matching rows); columns as above.", "",
+                  transfer_table(records, "domaingen"), ""]
+    if results.get("fewshot"):
+        records = results["fewshot"]
+        parts += ["### Few-shot (all classes)", "",
+                  f"{len(records)} runs on {', '.join(dict.fromkeys(r['dataset'] for r in records))}, seeds "
+                  f"{_seeds(records)}. Accuracy: mean [95% bootstrap interval over the (dataset, seed) runs]; "
+                  "zero-shot trains on nothing and has its own column.", "", fewshot_table(records), "",
+                  "Accuracy − dvpt, paired on the same dataset, seed and few-shot sample (`*`: the interval "
+                  "excludes zero):", "", fewshot_difference_table(records), "",
+                  "![accuracy against shots per method](figures/benchmark-fewshot.png)", ""]
     parts.append(END)
     return "\n".join(parts)
 

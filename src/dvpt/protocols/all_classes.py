@@ -15,5 +15,8 @@ def run(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
     sampled = session.few_shot(full)
     method = session.build_method(sampled.classnames, full.templates)
     history = session.train(method, sampled.train, rundir.checkpoint_dir, callbacks)
+    # accuracy on the training images themselves: how far the budget fits the few shots
+    train_acc = session.evaluate(method, sampled.train).summary()["accuracy"]
     record = evaluate_and_record(session, rundir, method, sampled.test, name="all", dataset=full.name, subset="all")
-    return run_header(session) | {"accuracy": record["accuracy"], "history": history, "evaluations": [record]}
+    return run_header(session) | {"accuracy": record["accuracy"], "train_acc": train_acc, "history": history,
+                                  "evaluations": [record]}

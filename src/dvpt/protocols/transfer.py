@@ -9,13 +9,22 @@ same learned prompt on target datasets.
   logits are the source classifier's matching rows (``label_space_rows``, or matching class
   names), so a 200-class target is scored over its 200 classes with the source prompt.
 
-A target is ``name`` or ``name@domain`` (e.g. ``emoji-animals@line``).
+* ``transfer``: both in one training run (what ``dvpt benchmark`` uses): a target of
+  another dataset is scored over its own classes (cross-dataset), a target of the source
+  dataset under other options (``emoji-animals@line``) over the source classifier's matching
+  rows (domain generalisation). Its metrics keep the two apart.
+
+A target is ``name``, ``name@domain`` (e.g. ``emoji-animals@line``) or either followed by
+reader options, ``?key=value&key=value`` with YAML values
+(``emoji-animals@color?difficulty=[0.8,1.0]``: harder renderings of the same classes).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
+import yaml
 
 from ..data import DATASETS
 from ..data.base import DatasetSplits
@@ -33,8 +42,26 @@ IMAGENET_SHIFTS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
 def parse_target(target: str) -> tuple[str, dict[str, Any]]:
-    name, _, domain = target.partition("@")
-    return name, ({"domain": domain} if domain else {})
+    """``name[@domain][?key=value&...]`` -> (name, reader options); values are YAML scalars or lists."""
+    spec, _, query = target.partition("?")
+    name, _, domain = spec.partition("@")
+    options: dict[str, Any] = {"domain": domain} if domain else {}
+    for pair in filter(None, query.split("&")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"target {target!r}: reader option {pair!r} is not key=value; "
+                            "write e.g. emoji-animals@color?difficulty=[0.8,1.0]")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DataError(f"target {target!r}: cannot read the value of {key!r} ({value!r}); "
+                            "write a number, a word or a list like [0.8,1.0]") from None
+    return name, options
+
+
+def eval_name(target: str) -> str:
+    """A file-safe name for a target's evaluation record (``emoji-animals@line`` -> ``emoji-animals_line``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("_")
 
 
 def default_targets(source: str, protocol: str, options: dict[str, Any]) -> list[str]:
@@ -86,11 +113,17 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
             raise DataError(f"target {target!r}: {exc}") from None
     method = session.build_method(sampled.classnames, source.templates)
     history = session.train(method, sampled.train, rundir.checkpoint_dir, callbacks)
+    # accuracy on the training images themselves: how far the budget fits the source
+    train_acc = session.evaluate(method, sampled.train).summary()["accuracy"]
     records = [evaluate_and_record(session, rundir, method, sampled.test, name="source", dataset=source.name,
                                    subset="all")]
+    shifted = []
     for label, target in loaded:
-        rows = source_rows(source, target) if protocol == "domaingen" else None
-        safe = label.replace("@", "_")
+        same_labels = protocol == "domaingen" or (protocol == "transfer" and target.name == source.name)
+        rows = source_rows(source, target) if same_labels else None
+        if rows is not None:
+            shifted.append(label)
+        safe = eval_name(label)
         method.set_dataset(target.name)  # as the official evaluation, run with the target's name
         if rows is not None:
             method.set_classnames(source.classnames, source.templates)
@@ -100,11 +133,21 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
             records.append(evaluate_and_record(session, rundir, method, target.test, name=safe,
                                                dataset=target.name, subset="all"))
     target_acc = {label: r["accuracy"] for (label, _), r in zip(loaded, records[1:])}
-    mean = sum(target_acc.values()) / len(target_acc) if target_acc else float("nan")
-    return run_header(session) | {
-        "source_accuracy": records[0]["accuracy"], "targets": target_acc, "target_mean": mean,
-        "history": history, "evaluations": records,
+    metrics = run_header(session) | {
+        "source_accuracy": records[0]["accuracy"], "targets": target_acc, "target_mean": _mean(target_acc.values()),
+        "train_acc": train_acc, "history": history, "evaluations": records,
     }
+    if protocol == "transfer":  # the two tables of one run: other datasets, and the source under a shift
+        cross = {k: v for k, v in target_acc.items() if k not in shifted}
+        shift = {k: v for k, v in target_acc.items() if k in shifted}
+        metrics |= {"crossdataset": cross, "crossdataset_mean": _mean(cross.values()),
+                    "domaingen": shift, "domaingen_mean": _mean(shift.values())}
+    return metrics
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
 
 
 @PROTOCOLS.register("crossdataset")
@@ -115,3 +158,8 @@ def crossdataset(session: Session, rundir: RunDir, callbacks=()) -> dict[str, An
 @PROTOCOLS.register("domaingen")
 def domaingen(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
     return run_transfer(session, rundir, callbacks, "domaingen")
+
+
+@PROTOCOLS.register("transfer")
+def transfer(session: Session, rundir: RunDir, callbacks=()) -> dict[str, Any]:
+    return run_transfer(session, rundir, callbacks, "transfer")
