@@ -66,7 +66,7 @@ def test_options_built_in_code_are_checked_too():
     assert DVPTOptions(lambda_mi=1).lambda_mi == 1.0 and type(DVPTOptions(lambda_mi=1).lambda_mi) is float
 
 
-@pytest.mark.parametrize("protocol", ["base2novel", "crossdataset"])
+@pytest.mark.parametrize("protocol", ["base2novel", "crossdataset", "transfer"])
 def test_class_specific_context_is_refused_where_classes_change(protocol):
     with pytest.raises(ConfigError, match="options.class_specific=true .* set options.class_specific=false"):
         build_config(method="coop", flags={"protocol": protocol, "options": {"class_specific": True}})

@@ -14,7 +14,7 @@ from .schema import RunConfig
 
 #: protocols that score the prompt on classes it was not trained on: a class-specific
 #: context (one per training class) has nothing to offer them
-UNSEEN_CLASS_PROTOCOLS = ("base2novel", "crossdataset")
+UNSEEN_CLASS_PROTOCOLS = ("base2novel", "crossdataset", "transfer")
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 

@@ -1,7 +1,9 @@
 """The offline emoji benchmark: one dataset per Unicode group (see ``dvpt.data.emoji``).
 
 Nothing to download: images are rendered from the system's emoji fonts into the cache on
-first use. Option ``domain``: ``color`` (Noto Color Emoji) or ``line`` (Symbola outlines).
+first use. Options: ``domain``, ``color`` (Noto Color Emoji) or ``line`` (Symbola outlines);
+``test_per_class`` (test renderings per class, default 10); ``difficulty``, the [low, high]
+range each image's rendering difficulty is drawn from (default [0.6, 1.0]).
 """
 from __future__ import annotations
 
