@@ -119,10 +119,10 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
                                    subset="all")]
     shifted = []
     for label, target in loaded:
-        same_labels = protocol == "domaingen" or (protocol == "transfer" and target.name == source.name)
-        rows = source_rows(source, target) if same_labels else None
-        if rows is not None:
+        same_dataset = protocol == "transfer" and target.name == source.name
+        if same_dataset:
             shifted.append(label)
+        rows = source_rows(source, target) if protocol == "domaingen" or same_dataset else None
         safe = eval_name(label)
         method.set_dataset(target.name)  # as the official evaluation, run with the target's name
         if rows is not None:
