@@ -9,10 +9,11 @@ same learned prompt on target datasets.
   logits are the source classifier's matching rows (``label_space_rows``, or matching class
   names), so a 200-class target is scored over its 200 classes with the source prompt.
 
-* ``transfer``: both in one training run (what ``dvpt benchmark`` uses): a target of
-  another dataset is scored over its own classes (cross-dataset), a target of the source
-  dataset under other options (``emoji-animals@line``) over the source classifier's matching
-  rows (domain generalisation). Its metrics keep the two apart.
+* ``transfer``: both in one training run (what ``dvpt benchmark`` uses): a target of the
+  source dataset under other options (``emoji-animals@line``) or one declaring the source's
+  label space (ImageNet-V2 for ImageNet) is scored over the source classifier's matching rows
+  (domain generalisation), any other over its own classes (cross-dataset). Its metrics keep
+  the two apart.
 
 A target is ``name``, ``name@domain`` (e.g. ``emoji-animals@line``) or either followed by
 reader options, ``?key=value&key=value`` with YAML values
@@ -119,10 +120,11 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
                                    subset="all")]
     shifted = []
     for label, target in loaded:
-        same_dataset = protocol == "transfer" and target.name == source.name
-        if same_dataset:
+        # transfer: the source under other reader options, or a dataset declaring the source's label space
+        shift = protocol == "transfer" and (target.name == source.name or target.label_space_rows is not None)
+        if shift:
             shifted.append(label)
-        rows = source_rows(source, target) if protocol == "domaingen" or same_dataset else None
+        rows = source_rows(source, target) if protocol == "domaingen" or shift else None
         safe = eval_name(label)
         method.set_dataset(target.name)  # as the official evaluation, run with the target's name
         if rows is not None:
