@@ -228,6 +228,7 @@ def transfer_table(records: list[dict[str, Any]], part: str, reference: str = RE
     runs, the mean over the targets with its 95% interval over the runs (seeds), and the
     paired difference of that mean to ``reference`` on the same seed (`*`: interval excludes 0).
     """
+    records = [r for r in records if r[part]]  # runs without targets of this part have nothing to show
     targets = list(dict.fromkeys(t for r in records for t in r[part]))
     lines = ["| Method | Runs | Source | " + " | ".join(f"`{t}`" for t in targets) + " | Mean | Train acc | Mean − "
              + reference + " |", "|---|---:|---:|" + "---:|" * len(targets) + "---:|---:|---:|"]

@@ -10,9 +10,9 @@ same learned prompt on target datasets.
   names), so a 200-class target is scored over its 200 classes with the source prompt.
 
 * ``transfer``: both in one training run (what ``dvpt benchmark`` uses): a target of the
-  source dataset under other options (``emoji-animals@line``) or one declaring the source's
-  label space (ImageNet-V2 for ImageNet) is scored over the source classifier's matching rows
-  (domain generalisation), any other over its own classes (cross-dataset). Its metrics keep
+  source's label space (the source under other options, ``emoji-animals@line``, or
+  ImageNet-V2 for ImageNet) is scored over the source classifier's matching rows (domain
+  generalisation), any other over its own classes (cross-dataset). Its metrics keep
   the two apart.
 
 A target is ``name``, ``name@domain`` (e.g. ``emoji-animals@line``) or either followed by
@@ -120,11 +120,11 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
                                    subset="all")]
     shifted = []
     for label, target in loaded:
-        # transfer: the source under other reader options, or a dataset declaring the source's label space
-        shift = protocol == "transfer" and (target.name == source.name or target.label_space_rows is not None)
-        if shift:
+        # transfer: a target within the source's label space (the source under other reader options,
+        # ImageNet-V2 for ImageNet) is a shifted one, any other a cross-dataset one
+        rows = source_rows(source, target) if protocol in ("domaingen", "transfer") else None
+        if protocol == "transfer" and rows is not None:
             shifted.append(label)
-        rows = source_rows(source, target) if protocol == "domaingen" or shift else None
         safe = eval_name(label)
         method.set_dataset(target.name)  # as the official evaluation, run with the target's name
         if rows is not None:
@@ -142,8 +142,9 @@ def run_transfer(session: Session, rundir: RunDir, callbacks=(), protocol: str =
     if protocol == "transfer":  # the two tables of one run: other datasets, and the source under a shift
         cross = {k: v for k, v in target_acc.items() if k not in shifted}
         shift = {k: v for k, v in target_acc.items() if k in shifted}
-        metrics |= {"crossdataset": cross, "crossdataset_mean": _mean(cross.values()),
-                    "domaingen": shift, "domaingen_mean": _mean(shift.values())}
+        # a part without targets has no mean (None, not NaN: a run's metrics hold finite numbers)
+        metrics |= {"crossdataset": cross, "crossdataset_mean": _mean(cross.values()) if cross else None,
+                    "domaingen": shift, "domaingen_mean": _mean(shift.values()) if shift else None}
     return metrics
 
 

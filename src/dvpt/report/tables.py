@@ -217,7 +217,7 @@ def transfer_table(records: Iterable[Record], title: str = "Transfer", key: str 
 
 # ---- all tables of a collection ----------------------------------------------------------
 PROTOCOL_KIND = {"base2novel": "base2novel", "all": "fewshot", "fewshot": "fewshot",
-                 "crossdataset": "transfer", "domaingen": "transfer"}
+                 "crossdataset": "transfer", "domaingen": "transfer", "transfer": "transfer"}
 
 
 def build_tables(records: Sequence[Record], hm_of: str = "means") -> list[Table]:
@@ -247,7 +247,8 @@ def _kind(record: Record) -> str:
     return "fewshot" if record.get("accuracy") is not None else "transfer"
 
 
-_TRANSFER = {"crossdataset": "Cross-dataset transfer", "domaingen": "Domain generalisation"}
+_TRANSFER = {"crossdataset": "Cross-dataset transfer", "domaingen": "Domain generalisation",
+             "transfer": "Cross-dataset transfer and domain generalisation"}
 
 
 def _slug(text: str) -> str:
