@@ -89,21 +89,21 @@ class GradientProbe:
 
             method.proto.alignment = align_probe
 
-        def losses_probe(batch):
+        def losses_probe(batch, ctx):
             captured.clear()
-            terms = losses(batch)
-            self._measure(terms["loss"])
+            terms = losses(batch, ctx)
+            self._measure(terms["loss"], ctx.epoch + 1)
             return terms
 
         method.losses = losses_probe
 
-    def _measure(self, total: torch.Tensor) -> None:
+    def _measure(self, total: torch.Tensor, epoch: int) -> None:
         self.steps += 1
         if (self.steps - 1) % self.every:
             return
         opts = self.method.options
         weighted = {}
-        if "mi" in self.captured:
+        if "mi" in self.captured and opts.mi != "none":
             weighted["mi"] = opts.lambda_mi * self.captured["mi"]
         if "aug" in self.captured:
             weighted["aug"] = opts.lambda_aug * self.captured["aug"]
@@ -116,7 +116,6 @@ class GradientProbe:
                 break
             start += p.numel()
         ctx = slice(start, start + self.method.prompt_learner.ctx.numel())
-        epoch = int(self.method.epochs_done) + 1
         g_ce = _flat_grad(ce, every)
         for name, term in weighted.items():
             g = _flat_grad(term, every)

@@ -54,3 +54,11 @@ def tiny():
     from dvpt.backbones import load_backbone
 
     return load_backbone("tiny-random")
+
+
+def first_step(seed: int = 0):
+    """The context of a run's first training step, with a fresh random stream (what the
+    trainer hands ``losses`` at epoch 0, step 0 of a run seeded ``seed``)."""
+    from dvpt.methods.base import StepContext
+
+    return StepContext.for_epoch(seed, 0, 1)

@@ -21,6 +21,8 @@ from dvpt.config.loader import from_dict, method_preset
 from dvpt.methods import METHODS, Batch, get_method
 from dvpt.prompts.learner import PromptLearner
 
+from conftest import first_step
+
 NAMES = ["cat", "golden retriever", "ox", "a very long class name indeed", "yak"]
 ATOL = 2e-5
 
@@ -133,7 +135,7 @@ def test_a_training_step_changes_no_backbone_weight(backbone_name: str, method_n
     images = torch.randn(3, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.SGD(learnable, lr=0.5)
     method.train()
-    method.backward_and_step(method.losses(Batch(labels=torch.arange(3), images=images)), optimizer)
+    method.backward_and_step(method.losses(Batch(labels=torch.arange(3), images=images), first_step()), optimizer)
     assert any(not torch.equal(p, s) for p, s in zip(learnable, start)), "the method learned nothing"
     changed = [k for k, v in backbone.state_dict().items() if not torch.equal(before[k], v)]
     assert not changed, f"{method_name} changed backbone weights {changed[:3]}"

@@ -24,8 +24,10 @@ from dvpt.engine.checkpoint import LEARNABLE, load_learnable
 from dvpt.engine.session import Session
 from dvpt.errors import ConfigError
 from dvpt.methods import get_method
-from dvpt.methods.base import Batch
+from dvpt.methods.base import Batch, StepContext
 from dvpt.methods.promptsrc import gpa_weights
+
+from conftest import first_step
 
 CLASSES = ["red", "green", "blue_sky"]
 TEMPLATES = ["a photo of a {}."]
@@ -66,7 +68,7 @@ def test_maple_depth1_without_coupling_is_coop(tiny):
     assert torch.equal(maple.logits(batch), coop.logits(batch))
     cached = Batch(labels=batch.labels, features=tiny.encode_image(batch.images))
     assert torch.equal(maple.logits(cached), coop.logits(cached))
-    assert torch.equal(maple.losses(batch)["loss"], coop.losses(batch)["loss"])
+    assert torch.equal(maple.losses(batch, first_step())["loss"], coop.losses(batch, first_step())["loss"])
 
 
 def test_maple_depth1_with_coupling_prompts_only_the_image_input(tiny):
@@ -115,7 +117,7 @@ def test_both_on_a_bidirectional_text_tower_with_unequal_depths():
     assert len(maple.text_prompts.deep) == 5 and len(maple.couplers) == 4
     assert len(src.prompts["text"].deep) == 5 and len(src.prompts["vision"]()) == 4
     for method in (maple, src):
-        loss = method.losses(image_batch(micro))["loss"]
+        loss = method.losses(image_batch(micro), first_step())["loss"]
         assert torch.isfinite(loss)
         loss.backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
@@ -134,8 +136,8 @@ def test_promptsrc_loss_is_the_reference_sum(tiny, monkeypatch):
 
     monkeypatch.setattr(tiny, "encode_text", counting)
     batch = image_batch(tiny)
-    terms = src.losses(batch)
-    src.losses(batch)
+    terms = src.losses(batch, first_step())
+    src.losses(batch, first_step())
     assert calls["n"] == len(IMAGENET_TEMPLATES) == 60  # teacher text computed once
 
     with torch.no_grad():
@@ -188,25 +190,27 @@ def test_gpa_weights_are_the_normalised_gaussian(epochs, mean, std):
 def test_gpa_aggregate_is_the_weighted_sum_by_hand(tiny):
     src = build("promptsrc", tiny, gpa_mean=2.0, gpa_std=1.0)
     epochs, snapshots = 3, []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs):  # the contexts the trainer hands on_epoch_end (0-based epochs)
         with torch.no_grad():
             for p in src.parameters():
                 p.copy_(torch.randn_like(p))
         snapshots.append(prompt_params(src))
-        src.on_epoch_end(epoch, epochs)
-        src.on_epoch_end(epoch, epochs)  # a repeated call (resume) must not add twice
+        src.on_epoch_end(StepContext.for_epoch(0, epoch, epochs))
     w = [gaussian(e, 2.0, 1.0) for e in range(1, epochs + 1)]
     w = [x / sum(w) for x in w]
-    src.finalize()
-    assert int(src.gpa.epochs_done) == epochs
+    src.finalize(epochs)
     for name, value in prompt_params(src).items():
         expected = sum(wi * snap[name] for wi, snap in zip(w, snapshots))
         assert torch.allclose(value, expected, atol=1e-6), name
     without = build("promptsrc", tiny, gpa=False)
     before = prompt_params(without)
-    without.on_epoch_end(1, 1)
-    without.finalize()
+    without.on_epoch_end(StepContext.for_epoch(0, 0, 1))
+    without.finalize(1)
     assert all(torch.equal(before[k], v) for k, v in prompt_params(without).items())
+    untrained = build("promptsrc", tiny)  # nothing trained: finalize keeps the prompts, not the empty sum
+    before = prompt_params(untrained)
+    untrained.finalize(0)
+    assert all(torch.equal(before[k], v) for k, v in prompt_params(untrained).items())
 
 
 # ---- end to end -------------------------------------------------------------------------------------
@@ -258,8 +262,10 @@ def test_gpa_through_training_resume_and_reload(tiny, colours_root, tmp_path):
         train(session, tmp_path / "b", [stop])
     partial = build("promptsrc", tiny, classnames=sampled.classnames)
     load_learnable(partial, tmp_path / "b" / LEARNABLE)
-    assert int(partial.gpa.epochs_done) == 2
+    # the checkpoint of epoch 2 holds the weighted sum of the first two epochs' prompts
+    expected = sum(float(wi) * snap["prompts.text.ctx"] for wi, snap in zip(w[:2], snapshots[:2]))
     assert partial.gpa.sum__text__ctx.abs().sum() > 0
+    assert torch.allclose(partial.gpa.sum__text__ctx, expected, atol=1e-6)
     resumed, _, history_b = train(session, tmp_path / "b")
     assert len(history_b) == 3
     for name, value in prompt_params(resumed).items():

@@ -24,6 +24,8 @@ from dvpt.methods.base import Batch
 from dvpt.methods.kgcoop import consistency
 from dvpt.methods.prograd import template_words
 
+from conftest import first_step
+
 CLASSES = ["red square", "green square", "blue square", "yellow square", "white circle"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
 
@@ -103,7 +105,7 @@ def test_cocoop_chunked_equals_unchunked(backbone):
 
 def test_cocoop_meta_net_and_context_get_gradients(backbone):
     method = build(backbone, "cocoop").train()
-    method.losses(feature_batch(backbone, n=2, seed=3))["loss"].backward()
+    method.losses(feature_batch(backbone, n=2, seed=3), first_step())["loss"].backward()
     for name, param in method.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert {n.split(".")[0] for n, _ in method.named_parameters()} == {"prompt_learner", "meta_net"}
@@ -121,12 +123,12 @@ def test_cocoop_has_no_image_independent_classifier(backbone):
 def test_kgcoop_term_is_zero_at_the_template_and_positive_after_perturbing(backbone):
     method = build(backbone, "kgcoop", ctx_init="a photo of a", template="a photo of a {}.")
     batch = feature_batch(backbone, n=8, seed=4)
-    terms = method.losses(batch)
+    terms = method.losses(batch, first_step())
     assert abs(float(terms["kg"])) < 1e-5
     assert torch.allclose(terms["loss"], terms["ce"] + 8.0 * terms["kg"], atol=1e-6)
     with torch.no_grad():
         method.prompt_learner.ctx.add_(0.5 * torch.randn_like(method.prompt_learner.ctx))
-    terms = method.losses(batch)
+    terms = method.losses(batch, first_step())
     assert float(terms["kg"]) > 1e-3
     assert torch.allclose(terms["loss"], terms["ce"] + 8.0 * terms["kg"], atol=1e-6)
     # the term equals 1 - mean cosine against the backbone's own encoding of the template
@@ -142,7 +144,7 @@ def test_kgcoop_uses_its_own_template_table(backbone):
 
 # ---- ProGrad --------------------------------------------------------------------------
 def raw_gradients(method, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    terms = method.losses(batch)
+    terms = method.losses(batch, first_step())
     ctx = method.prompt_learner.ctx
     (g_kl,) = torch.autograd.grad(terms["kl"], [ctx], retain_graph=True)
     (g_ce,) = torch.autograd.grad(terms["loss"], [ctx])
@@ -152,7 +154,7 @@ def raw_gradients(method, batch) -> tuple[torch.Tensor, torch.Tensor]:
 def applied_gradient(method, batch, scaler=None) -> torch.Tensor:
     optimizer = torch.optim.SGD(method.parameters(), lr=0.0)
     optimizer.zero_grad(set_to_none=True)
-    method.backward_and_step(method.losses(batch), optimizer, scaler)
+    method.backward_and_step(method.losses(batch, first_step()), optimizer, scaler)
     return method.prompt_learner.ctx.grad.detach().clone()
 
 

@@ -16,9 +16,11 @@ from dvpt.config import build_config
 from dvpt.engine.checkpoint import load_learnable, save_learnable
 from dvpt.engine.session import Session
 from dvpt.errors import ConfigError
-from dvpt.methods.base import Batch
+from dvpt.methods.base import Batch, StepContext
 from dvpt.methods.dvpt import DVPT, DVPTOptions
 from dvpt.prompts.visual_aug import bound_shift
+
+from conftest import first_step
 
 CLASSES = ["red", "green", "blue", "yellow", "purple", "orange"]
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30), (150, 40, 160), (250, 140, 20)]
@@ -94,7 +96,7 @@ def test_only_learnable_parameters_receive_gradients(backbone, options):
     method = make(backbone, **options)
     if method.proto is not None:  # a zero last layer would give the first layer zero gradients
         torch.nn.init.normal_(method.proto.net[2].weight, std=0.01)
-    losses = method.losses(feature_batch(backbone))
+    losses = method.losses(feature_batch(backbone), first_step())
     assert torch.isfinite(losses["loss"]) and {"ce", "mi", "aug"} <= set(losses)
     losses["loss"].backward()
     owned = dict(method.named_parameters())
@@ -121,7 +123,7 @@ def test_frozen_backbone_is_bit_identical_after_training(colour_root, backbone):
 def trained_proto(backbone, **options) -> DVPT:
     method = make(backbone, visual_aug="proto", **options)
     torch.nn.init.normal_(method.proto.net[2].weight, std=0.05)  # as if trained: h != 0
-    method.losses(feature_batch(backbone))  # fills the prototype bank of the 3 base classes
+    method.losses(feature_batch(backbone), first_step())  # fills the prototype bank of the 3 base classes
     return method.eval()
 
 
@@ -193,11 +195,10 @@ def test_unbounded_shift_option_is_the_plain_network_bit_for_bit(backbone):
         protos = method.proto.prototypes()
         assert torch.equal(method.classifier(), method.soft_features(method.proto.net(protos)))
         method.train()
-        method._rng = None
-        losses = method.losses(batch)  # adds the batch to the bank, then draws proxies
-        method._rng = None  # the same draws again, against the bank that losses() used
+        losses = method.losses(batch, first_step())  # adds the batch to the bank, then draws proxies
         hand, protos = method.hand_features(), method.proto.prototypes()
-        emb, seen = method.proto.train_embeddings(hand, 0.5, method.generator())
+        # the same draws again (a fresh stream of the same epoch), against the bank losses() used
+        emb, seen = method.proto.train_embeddings(hand, 0.5, first_step().generator)
         soft = method.soft_features(method.proto.net(emb))
         logits = method.logit_scale * method.image_features(batch) @ soft.t()
         aug = (method.proto.net(protos[seen]) - method.proto.net(hand[seen])).pow(2).sum(-1).mean()
@@ -226,19 +227,20 @@ def test_checkpoint_round_trip_keeps_bank_and_net(backbone, tmp_path):
     load_learnable(fresh, tmp_path / "m.safetensors")
     with torch.no_grad():
         assert torch.equal(fresh.classifier(), method.classifier())
-    assert "proto.proto_sum" in method.state_dict() and "epochs_done" in method.state_dict()
+    assert "proto.proto_sum" in method.state_dict()
+    assert "epochs_done" not in method.state_dict()  # where training stands is the engine's (StepContext)
     assert not any("hand" in k or "token_" in k for k in method.state_dict())  # caches are not saved
 
 
 def test_mixup_loss_is_finite_and_reproducible_per_epoch(backbone):
     method = make(backbone, visual_aug="mixup", mi="none")
     batch = feature_batch(backbone)
-    first = method.losses(batch)["aug"]
-    method._rng = None  # same epoch again: same draws
+    first = method.losses(batch, StepContext.for_epoch(1, 0, 2))["aug"]
     assert torch.isfinite(first) and float(first) > 0
-    assert float(method.losses(batch)["aug"]) == pytest.approx(float(first))
-    method.on_epoch_end(1, 2)
-    assert float(method.losses(batch)["aug"]) != pytest.approx(float(first))
+    # the same (seed, epoch): the same draws; the next epoch, or another seed: other draws
+    assert float(method.losses(batch, StepContext.for_epoch(1, 0, 2))["aug"]) == float(first)
+    assert float(method.losses(batch, StepContext.for_epoch(1, 1, 2))["aug"]) != pytest.approx(float(first))
+    assert float(method.losses(batch, StepContext.for_epoch(2, 0, 2))["aug"]) != pytest.approx(float(first))
 
 
 # ---- CoOp equivalence ------------------------------------------------------------------
@@ -360,7 +362,7 @@ def test_feature_aug_at_zero_strength_trains_exactly_like_coop(colour_root):
 
 def test_feature_aug_test_time_classifier_depends_on_no_image(backbone):
     method = make(backbone, visual_aug="feature", mi="none")
-    loss = method.losses(feature_batch(backbone))
+    loss = method.losses(feature_batch(backbone), first_step())
     assert torch.isfinite(loss["aug"]) and float(loss["aug"]) > 0
     with torch.no_grad():
         before = method.classifier()
@@ -388,7 +390,7 @@ def test_protoview_term_is_infonce_between_soft_view_and_prototypes(backbone):
 
     method = make(backbone, visual_aug="protoview", mi="none")
     batch = feature_batch(backbone)
-    got = method.losses(batch)["aug"]
+    got = method.losses(batch, first_step())["aug"]
     with torch.no_grad():
         protos = F.normalize(torch.stack([F.normalize(batch.features[batch.labels == c].float(), dim=-1).mean(0)
                                           for c in range(3)]), dim=-1)

@@ -13,6 +13,8 @@ from dvpt.config.loader import from_dict, method_preset
 from dvpt.engine.checkpoint import load_learnable, save_learnable
 from dvpt.methods import METHODS, Batch, get_method
 
+from conftest import first_step
+
 NAMES = ["red", "green", "blue", "yellow"]
 TEMPLATES = ["a photo of a {}.", "a {} square."]
 
@@ -41,7 +43,7 @@ def test_step_trains_only_the_method(name, tiny):
         return
     method.train()
     optimizer = torch.optim.SGD(params, lr=0.1)
-    losses = method.losses(batch(tiny))
+    losses = method.losses(batch(tiny), first_step())
     assert torch.isfinite(losses["loss"])
     optimizer.zero_grad()
     losses["loss"].backward()
@@ -50,7 +52,7 @@ def test_step_trains_only_the_method(name, tiny):
             assert p.grad is not None, f"{name}: {pname} got no gradient"
     optimizer.zero_grad()
     learnable_before = [p.detach().clone() for p in params]
-    method.backward_and_step(method.losses(batch(tiny)), optimizer)
+    method.backward_and_step(method.losses(batch(tiny), first_step()), optimizer)
     changed = [not torch.equal(b, p.detach()) for b, p in zip(learnable_before, params)]
     assert any(changed), f"{name}: a training step changed no learnable parameter"
     assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items()), "backbone changed"

@@ -15,6 +15,8 @@ from dvpt.losses.mi import infonce_loss
 from dvpt.methods.base import Batch
 from dvpt.methods.dvpt import DVPT, DVPTOptions
 
+from conftest import first_step
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -56,7 +58,7 @@ def test_gradient_probe_cosine_equals_a_direct_computation_and_leaves_the_loss_u
         backbone, mi="infonce", lambda_mi=0.5, visual_aug="none")
     probe = diag.GradientProbe(probed)
     b = batch(backbone)
-    assert torch.equal(probed.losses(b)["loss"], plain.losses(b)["loss"])
+    assert torch.equal(probed.losses(b, first_step())["loss"], plain.losses(b, first_step())["loss"])
     # the reference: CE and the weighted MI term built by hand, gradients w.r.t. the context
     soft = plain.soft_features()
     ce = F.cross_entropy(plain.logit_scale * b.features @ soft.t(), b.labels)
@@ -77,8 +79,8 @@ def test_gradient_probe_logs_the_proto_alignment_term(backbone, one_thread):
     with torch.no_grad():  # as after some training: a zero last layer has a zero alignment gradient
         method.proto.net[2].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
     b = batch(backbone)
-    method.losses(b)  # first step: the bank fills, the alignment term exists
-    method.losses(b)
+    method.losses(b, first_step())  # first step: the bank fills, the alignment term exists
+    method.losses(b, first_step())
     keys = probe.summary()[0]
     assert "cos_ce_aug_all" in keys and "cos_ce_mi_ctx" not in keys
 

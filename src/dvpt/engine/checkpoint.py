@@ -103,10 +103,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def load_learnable(module: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load tensors into ``module`` (strict: every key must match) and return the metadata."""
+    """Load tensors into ``module`` (strict: every key must match, but for the module's
+    ``retired_keys``, state older versions saved) and return the metadata."""
     path = Path(path)
     tensors, _ = _read(path)
-    own = {k: v for k, v in tensors.items() if not k.startswith(TRAINER_PREFIX)}
+    retired = getattr(module, "retired_keys", frozenset())
+    own = {k: v for k, v in tensors.items() if not k.startswith(TRAINER_PREFIX) and k not in retired}
     device = next(iter(module.state_dict().values()), torch.empty(0)).device
     missing, unexpected = module.load_state_dict({k: v.to(device) for k, v in own.items()}, strict=False)
     if missing or unexpected:

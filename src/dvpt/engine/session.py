@@ -101,7 +101,7 @@ class Session:
         else:
             batches = ImageBatches(items, self.backbone.train_transform(), cfg.optim.batch_size, cfg.seed)
         trainer = Trainer(
-            method, batches, cfg.optim, self.device, self.precision, checkpoint_dir,
+            method, batches, cfg.optim, self.device, cfg.seed, self.precision, checkpoint_dir,
             metadata={"method": cfg.method, "backbone": cfg.backbone, "classnames": list(method.classnames),
                       "templates": list(method.templates)},
             epoch_callbacks=list(callbacks),

@@ -2,8 +2,9 @@
 
 Per epoch: set the learning rate (constant warm-up, then cosine), iterate batches, ask the
 method for its named losses, let the method's ``backward_and_step`` hook apply them, then
-``on_epoch_end`` and a checkpoint. A run folder with a checkpoint resumes after its last
-finished epoch; randomness depends on (seed, epoch) only, so a resumed run equals an
+``on_epoch_end`` and a checkpoint. Each call gets a ``StepContext`` (epoch, step, the epoch's
+random stream) built here from the run seed. A run folder with a checkpoint resumes after its
+last finished epoch; randomness depends on (seed, epoch) only, so a resumed run equals an
 uninterrupted one.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from ..config.schema import OptimConfig
 from ..errors import DvptError
-from ..methods.base import Batch, PromptMethod
+from ..methods.base import PromptMethod, StepContext
 from .checkpoint import LEARNABLE, load_learnable, load_trainer_state, save_learnable
 from .device import autocast, grad_scaler
 from .progress import progress
@@ -55,6 +56,8 @@ class Trainer:
     batches: Batches
     optim: OptimConfig
     device: torch.device
+    #: the run seed: the methods' random stream of each epoch derives from it (``StepContext``)
+    seed: int
     precision: str = "fp32"
     checkpoint_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +72,7 @@ class Trainer:
         params = self.trainable()
         if not params or self.optim.epochs <= 0:
             log.info("%s has nothing to train", self.method.name)
-            self.method.finalize()
+            self.method.finalize(0)
             return []
         optimizer = build_optimizer(self.optim, params)
         scaler = grad_scaler(self.device, self.precision)
@@ -80,7 +83,8 @@ class Trainer:
             lr = learning_rate(self.optim, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            history.append(self._run_epoch(epoch, optimizer, scaler) | {"epoch": epoch + 1, "lr": lr})
+            ctx = StepContext.for_epoch(self.seed, epoch, self.optim.epochs)
+            history.append(self._run_epoch(ctx, optimizer, scaler) | {"epoch": epoch + 1, "lr": lr})
             bad = sorted(k for k, v in history[-1].items() if not math.isfinite(v))
             if bad:  # stop before a NaN prompt is saved or evaluated as if it were a result
                 raise DvptError(
@@ -89,24 +93,24 @@ class Trainer:
                 )
             log.info("epoch %d/%d %s", epoch + 1, self.optim.epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k not in ("epoch",)))
-            self.method.on_epoch_end(epoch + 1, self.optim.epochs)
+            self.method.on_epoch_end(ctx)
             self._save(optimizer, epoch + 1, history, finalized=False)
             for callback in self.epoch_callbacks:
                 callback(epoch + 1)
-        self.method.finalize()
+        self.method.finalize(self.optim.epochs)
         self._save(optimizer, self.optim.epochs, history, finalized=True)
         return history
 
-    def _run_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, scaler) -> dict[str, float]:
+    def _run_epoch(self, ctx: StepContext, optimizer: torch.optim.Optimizer, scaler) -> dict[str, float]:
         self.method.train()
         sums: dict[str, float] = defaultdict(float)
         steps = 0
-        for batch in progress(self.batches.epoch(epoch), desc=f"epoch {epoch + 1}/{self.optim.epochs}",
+        for batch in progress(self.batches.epoch(ctx.epoch), desc=f"epoch {ctx.epoch + 1}/{self.optim.epochs}",
                               total=len(self.batches)):
             batch = batch.to(self.device)
             optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.precision):
-                losses = self.method.losses(batch)
+                losses = self.method.losses(batch, ctx.at_step(steps))
             self.method.backward_and_step(losses, optimizer, scaler)
             for key, value in losses.items():
                 sums[key] += float(value.detach())

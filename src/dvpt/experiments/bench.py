@@ -177,9 +177,12 @@ def _timed(fn, repeats: int, device, warm_up=None) -> float:
 
 
 def _sgd_step(method, batch, optimizer, scaler=None) -> None:
-    """One training step as the trainer takes it (fp16 on CUDA gets its loss scaler)."""
+    """One training step as the trainer takes it (fp16 on CUDA gets its loss scaler), in the
+    context of the first step of a seed-0 run: what a method draws costs the same at any step."""
+    from ..methods.base import StepContext
+
     optimizer.zero_grad(set_to_none=True)
-    method.backward_and_step(method.losses(batch), optimizer, scaler)
+    method.backward_and_step(method.losses(batch, StepContext.for_epoch(0, 0, 1)), optimizer, scaler)
 
 
 def _epoch(case: Case, backbone, method, device) -> dict:

@@ -203,8 +203,10 @@ def verify_backbone(path: str | Path, meta: PromptMeta, backbone: Backbone) -> N
 
 
 def load_state(method: PromptMethod, tensors: dict[str, Tensor], path: str | Path) -> None:
-    """Strict load: every tensor the method owns must be in the file, and nothing else."""
+    """Strict load: every tensor the method owns must be in the file, and nothing else (but
+    the method's ``retired_keys``, state an older version exported)."""
     own = method.state_dict()
+    tensors = {k: v for k, v in tensors.items() if k not in method.retired_keys}
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:

@@ -4,12 +4,14 @@ A method never runs its own training loop and never copies or patches the backbo
 holds a reference to the frozen backbone and owns only its learnable modules, so
 ``method.parameters()`` is exactly what the optimiser updates and what a checkpoint holds.
 Hooks (``backward_and_step``, ``on_epoch_end``, ``finalize``) are there for the methods
-that need them (ProGrad's gradient projection, PromptSRC's prompt averaging).
+that need them (ProGrad's gradient projection, PromptSRC's prompt averaging). Where training
+stands (epoch, step, the run's random stream) comes in a ``StepContext`` the engine builds, so
+no method counts epochs or seeds a generator itself.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -38,6 +40,47 @@ class Batch:
         return int(self.labels.shape[0])
 
 
+def method_generator(seed: int, epoch: int) -> torch.Generator:
+    """The methods' random stream of 0-based ``epoch`` of a run seeded ``seed``.
+
+    Its own formula, apart from the batch order's (``engine.features.epoch_generator``), so
+    what a method draws never shifts which batches it sees; it is the stream DVPT drew from
+    before the context existed, so every published number stays bit-identical.
+    """
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where training stands, built by the engine for ``losses`` and the epoch hooks.
+
+    A method reads the epoch from here and draws its randomness from ``generator`` instead of
+    counting epochs or seeding its own stream: only the engine knows the run seed and where a
+    resumed run starts, so a resumed run draws exactly what an uninterrupted one draws. One
+    generator serves every step of an epoch (and its ``on_epoch_end``), consumed in step order.
+    """
+
+    #: the run seed (``cfg.seed``)
+    seed: int
+    #: 0-based index of the epoch being run (in ``on_epoch_end``: the one just finished)
+    epoch: int
+    #: epochs the run trains in all
+    epochs: int
+    #: 0-based index of the step within the epoch
+    step: int
+    #: the methods' random stream of this epoch, ``method_generator(seed, epoch)``
+    generator: torch.Generator = field(repr=False, compare=False)
+
+    @classmethod
+    def for_epoch(cls, seed: int, epoch: int, epochs: int) -> "StepContext":
+        """The context of step 0 of ``epoch``, with a fresh stream for that epoch."""
+        return cls(seed, epoch, epochs, 0, method_generator(seed, epoch))
+
+    def at_step(self, step: int) -> "StepContext":
+        """The same epoch (and the same, already partly consumed stream) at ``step``."""
+        return replace(self, step=step)
+
+
 @dataclass
 class NoOptions(Validated):
     """A method without options."""
@@ -58,6 +101,9 @@ class PromptMethod(nn.Module):
     learns: ClassVar[bool] = True
     #: one line for ``dvpt methods``
     summary: ClassVar[str] = ""
+    #: state-dict keys an older version saved that this one no longer has: skipped on
+    #: load, so older run folders and prompt files still load
+    retired_keys: ClassVar[frozenset[str]] = frozenset()
     #: how prompts go through the text tower (speed and memory, never the result)
     text_options: TextOptions = TextOptions()
 
@@ -146,8 +192,8 @@ class PromptMethod(nn.Module):
         text = self.classifier() if classifier is None else classifier
         return scores(self.image_features(batch), text, self.logit_scale)
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
-        """Named loss terms; ``loss`` is the total that is minimised."""
+    def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        """Named loss terms of one step; ``loss`` is the total that is minimised."""
         return cross_entropy_terms(self.logits(batch), batch.labels)
 
     # ---- hooks ------------------------------------------------------------------------
@@ -157,11 +203,12 @@ class PromptMethod(nn.Module):
         (loss if scaler is None else scaler.scale(loss)).backward()
         optimizer_step(optimizer, scaler)
 
-    def on_epoch_end(self, epoch: int, epochs: int) -> None:
-        """Called after each training epoch (``epoch`` counts from 1)."""
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        """Called after each training epoch (``ctx.epoch``: the one just finished), before its checkpoint."""
 
-    def finalize(self) -> None:
-        """Called once after the last epoch, before evaluation and the final checkpoint."""
+    def finalize(self, epochs_trained: int) -> None:
+        """Called once after the last epoch, before evaluation and the final checkpoint
+        (``epochs_trained`` is 0 when there was nothing to train)."""
 
     def inference_state(self) -> dict[str, Any]:
         """JSON-able settings inference needs besides the tensors (for exported prompts)."""

@@ -36,7 +36,7 @@ from ..config.fields import Interval
 from ..config.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features
 from ..prompts.visual_aug import FeatureBank, ProtoShift, same_class_mixup, virtual_classes
-from .base import Batch, cross_entropy_terms, register_method, scores
+from .base import Batch, StepContext, cross_entropy_terms, register_method, scores
 from .coop import CoOp, CoOpOptions
 from ..losses.mi import iic_mutual_information, infonce_loss, infonce_mi_bound
 from .zeroshot import TemplateChoice, select_templates
@@ -80,6 +80,8 @@ class DVPT(CoOp):
     Options = DVPTOptions
     summary = ("dual-view MI prompt tuning with class-wise visual augmentation (this package's method; "
                f"visual_aug: {' | '.join(typing.get_args(VisualAug))})")
+    #: the epoch counter kept before the engine passed the epoch in (older checkpoints)
+    retired_keys = frozenset({"epochs_done"})
 
     def build(self) -> None:
         super().build()  # CoOp's prompt learner
@@ -90,10 +92,6 @@ class DVPT(CoOp):
         self.feature_bank = None
         if options.visual_aug in ("feature", "protoview"):
             self.feature_bank = FeatureBank(backbone.embed_dim, len(classnames))
-        # epochs finished (saved with checkpoints): the method's random draws depend on (seed, epoch)
-        self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
-        self._seed = torch.initial_seed()
-        self._rng: tuple[int, torch.Generator] | None = None
 
     # ---- the two views -----------------------------------------------------------------
     def hand_features(self) -> Tensor:
@@ -129,77 +127,80 @@ class DVPT(CoOp):
         return soft
 
     # ---- training ---------------------------------------------------------------------
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        """L = CE + lambda_mi * L_mi + lambda_aug * L_aug; a term that is switched off is 0."""
         opts = self.options
-        feats = self.image_features(batch)
-        hand = self.hand_features()
-        extra: dict[str, Tensor] = {}
-        shift = None
-        if self.proto is not None:
-            self.proto.observe(feats, batch.labels)
-            emb, seen = self.proto.train_embeddings(hand, opts.proxy_prob, self.generator())
-            limit = self.shift_limit()
-            shift = self.proto(emb, limit)
-            extra["aug"] = self.proto.alignment(hand, seen, limit)
+        feats, hand = self.image_features(batch), self.hand_features()
+        shift, l_align = self.prototype_shift(feats, batch.labels, hand, ctx.generator)
         soft = self.soft_features(shift)
         logits = scores(feats, soft, self.logit_scale)
         terms = cross_entropy_terms(logits, batch.labels)
-        loss = terms["loss"]
+        l_mi = self.mi_loss(feats, soft, hand, logits)
+        l_aug = l_align if l_align is not None else self.aug_loss(feats, batch.labels, soft, ctx.generator)
+        terms["loss"] = terms["loss"] + opts.lambda_mi * l_mi + opts.lambda_aug * l_aug
+        # logged: the terms the options switch on
         if opts.mi != "none":
-            extra["mi"] = self.mi_loss(feats, soft, hand, logits)
-            loss = loss + opts.lambda_mi * extra["mi"]
-            if opts.mi == "infonce":
-                terms["mi_bound"] = infonce_mi_bound(extra["mi"].detach(), len(self.classnames))
-        if opts.visual_aug == "mixup":
-            extra["aug"] = self.mixup_loss(feats, batch.labels, soft)
-        if self.feature_bank is not None:
-            self.feature_bank.observe(feats, batch.labels)
-        if self.feature_bank is not None and opts.visual_aug == "feature":
-            x_v, y_v = self.feature_bank.sample(opts.feature_draws, opts.feature_shrink, self.generator())
-            if len(y_v):
-                x_v = x_v.to(soft.device, soft.dtype)
-                extra["aug"] = F.cross_entropy(scores(x_v, soft, self.logit_scale), y_v.to(soft.device))
-        if self.feature_bank is not None and opts.visual_aug == "protoview":
-            seen = self.feature_bank.count > 0
-            if int(seen.sum()) > 1:
-                protos = self.feature_bank.prototypes()[seen].to(soft.device, soft.dtype)
-                extra["aug"] = infonce_loss(soft[seen.to(soft.device)], protos, opts.mi_temperature)
-        if "aug" in extra:
-            loss = loss + opts.lambda_aug * extra["aug"]
-        terms.update({k: v.detach() for k, v in extra.items()})
-        terms["loss"] = loss
+            terms["mi"] = l_mi.detach()
+        if opts.mi == "infonce":
+            terms["mi_bound"] = infonce_mi_bound(terms["mi"], len(self.classnames))
+        if opts.visual_aug != "none":
+            terms["aug"] = l_aug.detach()
         return terms
 
+    def prototype_shift(self, feats: Tensor, labels: Tensor, hand: Tensor,
+                        generator: torch.Generator) -> tuple[Tensor | None, Tensor | None]:
+        """``proto``: (h(e) [C, D], L_aug = the alignment |h(p_c) - h(t^h_c)|^2); else (None, None).
+
+        The batch enters the prototype bank first; then each trained class is conditioned on its
+        prototype or, with ``proxy_prob``, on its text proxy."""
+        if self.proto is None:
+            return None, None
+        self.proto.observe(feats, labels)
+        emb, seen = self.proto.train_embeddings(hand, self.options.proxy_prob, generator)
+        limit = self.shift_limit()
+        return self.proto(emb, limit), self.proto.alignment(hand, seen, limit)
+
     def mi_loss(self, feats: Tensor, soft: Tensor, hand: Tensor, logits: Tensor) -> Tensor:
-        """L_mi (minimised): InfoNCE between views, or minus IIC's MI of their predictions."""
+        """L_mi (minimised): InfoNCE between views, minus IIC's MI of their predictions, or 0."""
+        if self.options.mi == "none":
+            return feats.new_zeros(())
         if self.options.mi == "infonce":
             return infonce_loss(soft, hand, self.options.mi_temperature)
         p_soft = logits.float().softmax(-1)
         p_hand = scores(feats, hand, self.logit_scale).float().softmax(-1)
         return -iic_mutual_information(p_soft, p_hand)
 
-    def mixup_loss(self, feats: Tensor, labels: Tensor, soft: Tensor) -> Tensor:
+    def aug_loss(self, feats: Tensor, labels: Tensor, soft: Tensor, generator: torch.Generator) -> Tensor:
+        """L_aug of ``mixup``, ``feature`` and ``protoview`` (module docstring); 0 for ``none``,
+        or when a step has nothing to draw from yet."""
+        opts, zero = self.options, feats.new_zeros(())
+        if opts.visual_aug == "mixup":
+            return self.mixup_loss(feats, labels, soft, generator)
+        if self.feature_bank is None:
+            return zero
+        self.feature_bank.observe(feats, labels)
+        if opts.visual_aug == "feature":
+            x_v, y_v = self.feature_bank.sample(opts.feature_draws, opts.feature_shrink, generator)
+            if not len(y_v):
+                return zero
+            return F.cross_entropy(scores(x_v.to(soft.device, soft.dtype), soft, self.logit_scale), y_v.to(soft.device))
+        seen = self.feature_bank.count > 0  # protoview
+        if int(seen.sum()) < 2:
+            return zero
+        protos = self.feature_bank.prototypes()[seen].to(soft.device, soft.dtype)
+        return infonce_loss(soft[seen.to(soft.device)], protos, opts.mi_temperature)
+
+    def mixup_loss(self, feats: Tensor, labels: Tensor, soft: Tensor, generator: torch.Generator) -> Tensor:
         """CE of same-class mixes against t^s, plus CE of virtual classes among [t^s; t^v]."""
-        gen = self.generator()
         loss = feats.new_zeros(())
-        x_same, y_same = same_class_mixup(feats, labels, self.options.mixup_alpha, gen)
+        x_same, y_same = same_class_mixup(feats, labels, self.options.mixup_alpha, generator)
         if len(y_same):
             loss = loss + F.cross_entropy(scores(x_same, soft, self.logit_scale), y_same)
-        x_v, t_v = virtual_classes(feats, labels, soft, self.options.mixup_alpha, gen)
+        x_v, t_v = virtual_classes(feats, labels, soft, self.options.mixup_alpha, generator)
         if len(x_v):
             targets = torch.arange(len(x_v), device=x_v.device) + soft.shape[0]
             loss = loss + F.cross_entropy(scores(x_v, torch.cat([soft, t_v]), self.logit_scale), targets)
         return loss
-
-    def generator(self) -> torch.Generator:
-        """The method's random stream for the current epoch: seeded by (run seed, epoch)."""
-        epoch = int(self.epochs_done)
-        if self._rng is None or self._rng[0] != epoch:
-            self._rng = (epoch, torch.Generator().manual_seed(self._seed * 1_000_003 + epoch))
-        return self._rng[1]
-
-    def on_epoch_end(self, epoch: int, epochs: int) -> None:
-        self.epochs_done.fill_(epoch)
 
     def inference_state(self) -> dict[str, Any]:
         opts = self.options

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..config.schema import NonNegativeFloat
 from ..prompts.handcrafted import handcrafted_features, method_template
-from .base import Batch, cross_entropy_terms, register_method, scores
+from .base import Batch, StepContext, cross_entropy_terms, register_method, scores
 from .coop import CoOp, CoOpOptions
 
 #: KgCoOp's template set is CoOp's with one change (DTD)
@@ -52,7 +52,7 @@ class KgCoOp(CoOp):
         template = kgcoop_template(self.templates, self.options.template)
         return handcrafted_features(self.backbone, self.classnames, [template])
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         text = self.classifier()
         terms = cross_entropy_terms(scores(self.image_features(batch), text, self.logit_scale), batch.labels)
         kg = consistency(text, self.handcrafted())

@@ -29,7 +29,7 @@ from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..prompts.handcrafted import handcrafted_features, method_template
 from ..engine.device import autocast
 from ..prompts.learner import PLACEHOLDER, PromptLearner
-from .base import Batch, cross_entropy_terms, optimizer_step, register_method, scores
+from .base import Batch, StepContext, cross_entropy_terms, optimizer_step, register_method, scores
 from .coop import CoOp, CoOpOptions
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class ProGrad(CoOp):
                 image_features = F.normalize(self.backbone.encode_image(batch.images).float(), dim=-1)
             return scores(image_features.float(), text.float(), self.logit_scale.float())
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         feats = self.image_features(batch)
         logits = scores(feats, self.classifier(), self.logit_scale)
         terms = cross_entropy_terms(logits, batch.labels)

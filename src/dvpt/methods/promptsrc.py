@@ -10,8 +10,8 @@ reference code's ``kl_div(log p, log p~, reduction="sum", log_target=True) / log
 
 Gaussian-weighted prompt aggregation (GPA): after epoch e of E the prompts are added to a
 running sum with weight w_e = N(e; mu, sigma) / sum_e' N(e'; mu, sigma); ``finalize`` loads
-the sum. The sum and its epoch count are persistent buffers: checkpoints carry them, so a
-resumed run aggregates exactly as an uninterrupted one.
+the sum. The sum is a persistent buffer: checkpoints carry it, so a resumed run aggregates
+exactly as an uninterrupted one. The epoch comes from the engine's ``StepContext``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from ..data.templates import IMAGENET_TEMPLATES
 from ..errors import ConfigError
 from ..prompts.deep import DeepTextPrompts, VisionPrompts
 from ..prompts.handcrafted import fill
-from .base import Batch, PromptMethod, cross_entropy_terms, register_method, scores
+from .base import Batch, PromptMethod, StepContext, cross_entropy_terms, register_method, scores
 
 
 @dataclass
@@ -83,7 +83,6 @@ class PromptAverage(nn.Module):
         params = dict(module.named_parameters())
         for name in self.names:
             self.register_buffer(self.key(name), torch.zeros_like(params[name]))
-        self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
 
     @staticmethod
     def key(name: str) -> str:
@@ -94,7 +93,6 @@ class PromptAverage(nn.Module):
         params = dict(module.named_parameters())
         for name in self.names:
             getattr(self, self.key(name)).add_(params[name].detach(), alpha=weight)
-        self.epochs_done += 1
 
     @torch.no_grad()
     def load_into(self, module: nn.Module) -> None:
@@ -109,6 +107,8 @@ class PromptSRC(PromptMethod):
     Options = PromptSRCOptions
     uses_image_tower = True
     summary = "independent deep V-L prompts with self-regularisation and GPA (Khattak et al., ICCV 2023)"
+    #: the epoch count GPA kept before the engine passed the epoch in (older checkpoints)
+    retired_keys = frozenset({"gpa.epochs_done"})
 
     def build(self) -> None:
         backbone, options = self.backbone, self.options
@@ -136,7 +136,7 @@ class PromptSRC(PromptMethod):
         return self._teacher[key]
 
     # ---- loss -------------------------------------------------------------------------
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         o = self.options
         text, image = self.classifier(), self.image_features(batch)
         logits = scores(image, text, self.logit_scale)
@@ -154,11 +154,11 @@ class PromptSRC(PromptMethod):
         return terms
 
     # ---- Gaussian prompt aggregation ----------------------------------------------------
-    def on_epoch_end(self, epoch: int, epochs: int) -> None:
-        if self.options.gpa and int(self.gpa.epochs_done) < epoch:
-            weight = float(gpa_weights(epochs, self.options.gpa_mean, self.options.gpa_std)[epoch - 1])
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        if self.options.gpa:
+            weight = float(gpa_weights(ctx.epochs, self.options.gpa_mean, self.options.gpa_std)[ctx.epoch])
             self.gpa.add(self.prompts, weight)
 
-    def finalize(self) -> None:
-        if self.options.gpa and int(self.gpa.epochs_done) > 0:
+    def finalize(self, epochs_trained: int) -> None:
+        if self.options.gpa and epochs_trained > 0:
             self.gpa.load_into(self.prompts)
