@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dvpt.backbones import BACKBONES, Backbone, Tokens, load_backbone
-from dvpt.backbones.text_path import TextOptions
+from dvpt.backbones.text_path import SharedPrefix, TextOptions
 from dvpt.config.loader import from_dict, method_preset
 from dvpt.methods import METHODS, Batch, get_method
 from dvpt.prompts.learner import PromptLearner
@@ -90,7 +90,7 @@ def test_fast_text_path_equals_plain_path_values_and_gradients(backbone: Backbon
 
     ref, ref_grads = run(lambda emb: backbone.encode_text_plain(emb, padded, deep or None))
     out, grads = run(lambda emb: backbone.encode_text_embeddings(
-        emb, padded, deep or None, shared_prefix=1 + learner.n_ctx, options=options))
+        emb, padded, deep or None, prefix=SharedPrefix(1 + learner.n_ctx), options=options))
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)

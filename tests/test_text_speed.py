@@ -11,7 +11,7 @@ from dvpt.backbones.hf_clip import HFCLIPBackbone
 from dvpt.engine.device import resolve_precision
 from dvpt.errors import ConfigError
 from dvpt.prompts.learner import PromptLearner, encode_prompts
-from dvpt.prompts.text_encoding import TextOptions
+from dvpt.prompts.text_encoding import SharedPrefix, TextOptions
 
 NAMES = ["cat", "golden retriever", "ox", "a very long class name indeed", "yak"]
 ATOL = 2e-5
@@ -125,7 +125,7 @@ def test_deep_prompts_exact(backbone, n_deep, per_class):
     emb = pl.embeddings()
     ref = backbone.encode_text_plain(emb, pl.tokens, deep)
     ref_grads = torch.autograd.grad(ref.sum(), [pl.ctx, *deep])
-    out = encode_prompts(backbone, pl.embeddings(), pl.tokens, deep, prefix_length=1 + pl.n_ctx)
+    out = encode_prompts(backbone, pl.embeddings(), pl.tokens, deep, SharedPrefix(1 + pl.n_ctx))
     grads = torch.autograd.grad(out.sum(), [pl.ctx, *deep])
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=1e-4)
     for got, want in zip(grads, ref_grads):
@@ -230,4 +230,4 @@ def test_cocoop_prefix_per_image_is_exact(backbone, chunk, checkpoint, monkeypat
 def test_prefix_groups_must_divide_the_prompts(backbone):
     pl = learner(backbone)
     with pytest.raises(ValueError, match="5 prompts cannot form 2 equal prefix groups"):
-        encode_prompts(backbone, pl.embeddings(), pl.tokens, prefix_length=5, prefix_groups=2)
+        encode_prompts(backbone, pl.embeddings(), pl.tokens, prefix=SharedPrefix(5, 2))

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .text_path import TextOptions, encode_chunked
+from .text_path import CausalTower, SharedPrefix, TextOptions, encode_causal, encode_chunked
 
 
 @dataclass
@@ -109,31 +109,35 @@ class Backbone(nn.Module, abc.ABC):
         is the reference every fast path is tested against.
         """
 
+    def causal_tower(self) -> CausalTower | None:
+        """The text blocks in the fast path's neutral terms (``text_path.CausalTower``), or
+        None for a tower that is not causal (its prefix cannot be computed once)."""
+        return None
+
     def encode_text_embeddings(
         self,
         embeddings: Tensor,
         tokens: Tokens,
         deep_prompts: Sequence[Tensor] | None = None,
         *,
-        shared_prefix: int = 0,
-        prefix_groups: int = 1,
+        prefix: SharedPrefix = SharedPrefix(),
         options: TextOptions = TextOptions(),
     ) -> Tensor:
         """What prompt tuning calls: the same features as :meth:`encode_text_plain`, with
         less work and bounded memory.
 
-        ``shared_prefix`` is the caller's promise that ``embeddings[:, :shared_prefix]`` is
-        one tensor broadcast to every row of a group (start token + shared context), the N
-        rows being ``prefix_groups`` consecutive groups of equal size (CoOp: one group;
-        CoCoOp: the C class prompts of each image). A causal tower may compute that prefix
-        once per group; the prefix's gradient is taken through each group's first row. 0 = no
-        promise. ``options`` chooses prefix sharing, chunking and checkpointing.
+        ``prefix`` is the caller's promise about the leading tokens its prompts share
+        (``text_path.SharedPrefix``); a causal tower computes that prefix once per group, its
+        gradient taken through each group's first row. ``options`` chooses prefix sharing,
+        chunking and checkpointing.
 
-        This default runs :meth:`encode_text_plain` on the real length, in chunks (what any
-        tower can do); a causal backbone overrides it with ``text_path.encode_causal``.
+        A backbone with a ``causal_tower`` runs ``text_path.encode_causal``; any other runs
+        :meth:`encode_text_plain` on the real length, in chunks (what any tower can do).
         """
-        if prefix_groups < 1 or len(tokens) % prefix_groups:
-            raise ValueError(f"{len(tokens)} prompts cannot form {prefix_groups} equal prefix groups")
+        prefix.check(len(tokens))
+        tower = self.causal_tower()
+        if tower is not None:
+            return encode_causal(tower, embeddings, tokens, deep_prompts, prefix, options)
         return encode_chunked(self.encode_text_plain, embeddings, tokens, deep_prompts, options)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:

@@ -207,7 +207,7 @@ class HFCLIPBackbone(LibraryCLIP):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.eot_index]
         return self.model.text_projection(pooled)
 
-    def _causal_tower(self) -> CausalTower:
+    def causal_tower(self) -> CausalTower:
         """transformers' ``CLIPEncoderLayer`` blocks in the fast path's neutral terms."""
         text = self.model.text_model
         return CausalTower(

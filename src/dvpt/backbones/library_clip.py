@@ -6,9 +6,9 @@ import abc
 
 from torch import Tensor
 
-from . import text_path, transforms
-from .base import Backbone, Tokens
-from .text_path import CausalTower, TextOptions
+from . import transforms
+from .base import Backbone
+from .text_path import CausalTower
 
 
 class LibraryCLIP(Backbone):
@@ -21,14 +21,8 @@ class LibraryCLIP(Backbone):
     std: tuple[float, ...]
 
     @abc.abstractmethod
-    def _causal_tower(self) -> CausalTower:
+    def causal_tower(self) -> CausalTower:
         """The library's text blocks in the fast path's neutral terms (see ``text_path``)."""
-
-    def encode_text_embeddings(self, embeddings: Tensor, tokens: Tokens, deep_prompts=None, *,
-                               shared_prefix: int = 0, prefix_groups: int = 1,
-                               options: TextOptions = TextOptions()) -> Tensor:
-        return text_path.encode_causal(self._causal_tower(), embeddings, tokens, deep_prompts,
-                                       shared_prefix, prefix_groups, options)
 
     def train_transform(self):
         return transforms.train_transform(self.image_size, self.mean, self.std)

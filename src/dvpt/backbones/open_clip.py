@@ -131,7 +131,7 @@ class OpenCLIPBackbone(LibraryCLIP):
             return pooled
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
-    def _causal_tower(self) -> CausalTower:
+    def causal_tower(self) -> CausalTower:
         """open_clip's text ``ResidualAttentionBlock``s in the fast path's neutral terms."""
         model = self.model
         return CausalTower(

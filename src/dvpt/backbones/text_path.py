@@ -68,6 +68,26 @@ class TextOptions:
 
 
 @dataclass(frozen=True)
+class SharedPrefix:
+    """The caller's promise about its prompts' leading tokens: ``embeddings[:, :length]`` is
+    one tensor broadcast to every row of a group (start token + shared context), the N rows
+    being ``groups`` consecutive groups of equal size (CoOp: one group; CoCoOp: the C class
+    prompts of each image, whose context is shifted per image). A causal tower may compute
+    that prefix once per group. ``length`` 0 = no promise.
+
+    One value for the promise, so every layer between a prompt learner and the tower passes
+    it on unchanged and it is checked in one place.
+    """
+
+    length: int = 0
+    groups: int = 1
+
+    def check(self, n_prompts: int) -> None:
+        if self.groups < 1 or n_prompts % self.groups:
+            raise ValueError(f"{n_prompts} prompts cannot form {self.groups} equal prefix groups")
+
+
+@dataclass(frozen=True)
 class PreNormBlock:
     """One pre-norm attention block in neutral terms, so the fast path can run it in pieces:
 
@@ -252,27 +272,19 @@ def usable_prefix(prefix_length: int, deep_prompts: Sequence[Tensor] | None, tok
     return max(0, min(prefix_length, shortest - 1))
 
 
-def encode_causal(
-    tower: CausalTower,
-    embeddings: Tensor,
-    tokens: Tokens,
-    deep_prompts: Sequence[Tensor] | None = None,
-    shared_prefix: int = 0,
-    prefix_groups: int = 1,
-    options: TextOptions = TextOptions(),
-) -> Tensor:
-    """CLIP-style text features [N, E] of prompt embeddings [N, L, D], a prefix of
-    ``shared_prefix`` tokens computed once per group (see ``Backbone.encode_text_embeddings``).
+def encode_causal(tower: CausalTower, embeddings: Tensor, tokens: Tokens, deep_prompts: Sequence[Tensor] | None,
+                  prefix: SharedPrefix, options: TextOptions) -> Tensor:
+    """CLIP-style text features [N, E] of prompt embeddings [N, L, D], the promised prefix
+    computed once per group (``Backbone.encode_text_embeddings`` calls it for a causal tower).
 
     Equal to the tower's plain loop (tested for every backbone). The last block and the final
     norm run on the pooled end-of-text token only: nothing else reaches the output.
     """
     tokens = tokens.truncated().to(embeddings.device)
     embeddings = embeddings[:, : tokens.ids.shape[1]]
-    if prefix_groups < 1 or len(tokens) % prefix_groups:
-        raise ValueError(f"{len(tokens)} prompts cannot form {prefix_groups} equal prefix groups")
-    p = usable_prefix(shared_prefix if options.share_prefix else 0, deep_prompts, tokens)
-    groups, per_group = prefix_groups, len(tokens) // prefix_groups
+    prefix.check(len(tokens))
+    p = usable_prefix(prefix.length if options.share_prefix else 0, deep_prompts, tokens)
+    groups, per_group = prefix.groups, len(tokens) // prefix.groups
     states = _prefix_states(tower, embeddings[::per_group, :p], deep_prompts) if p > 0 else []
     rest, attention_mask = embeddings[:, p:], tokens.attention_mask[:, p:]
     pooled_at = tokens.eot_index - p

@@ -45,16 +45,11 @@ def accuracy_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes
 
 
 @torch.no_grad()
-def predict_logits(
-    method: PromptMethod,
-    items: Sequence[Datum],
-    store: FeatureStore,
-    batch_size: int = 100,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """Logits [N, C] of ``items`` over the method's current class list."""
+def predict_logits(method: PromptMethod, items: Sequence[Datum], store: FeatureStore) -> torch.Tensor:
+    """Logits [N, C] of ``items`` over the method's current class list, in the store's batch
+    size and precision: the ones its cached features were computed in, set once per session."""
     method.eval()
-    device = store.backbone.device
+    device, batch_size, precision = store.backbone.device, store.batch_size, store.precision
     with autocast(device, precision):
         classifier = method.classifier_or_none()
     labels = torch.tensor([d.label for d in items], dtype=torch.long)
@@ -73,9 +68,8 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, len(method.classnames))
 
 
-def evaluate(method: PromptMethod, items: Sequence[Datum], store: FeatureStore, batch_size: int = 100,
-             precision: str = "fp32") -> EvalResult:
-    logits = predict_logits(method, items, store, batch_size, precision)
+def evaluate(method: PromptMethod, items: Sequence[Datum], store: FeatureStore) -> EvalResult:
+    logits = predict_logits(method, items, store)
     labels = torch.tensor([d.label for d in items], dtype=torch.long)
     acc, per_class = accuracy_from_logits(logits, labels, len(method.classnames))
     return EvalResult(acc, per_class, len(items), logits, labels)

@@ -109,4 +109,4 @@ class Session:
         return trainer.fit()
 
     def evaluate(self, method: PromptMethod, items: Sequence[Datum]) -> EvalResult:
-        return evaluate(method, items, self.store, self.cfg.eval_batch_size, self.precision)
+        return evaluate(method, items, self.store)

@@ -82,10 +82,16 @@ class StepContext:
 
 
 @dataclass
-class NoOptions(Validated):
-    """A method without options."""
+class MethodOptions(Validated):
+    """Base of every method's options dataclass: its typed fields are checked when the config
+    is built, and an error names the key as ``options.<field>``."""
 
     config_key = "options"
+
+
+@dataclass
+class NoOptions(MethodOptions):
+    """A method without options."""
 
 
 class PromptMethod(nn.Module):

@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Tokens
-from ..config.fields import Validated
 from ..config.schema import NonNegativeInt, PositiveInt
 from ..prompts.learner import PromptLearner
-from ..prompts.text_encoding import encode_prompts
-from .base import Batch, PromptMethod, register_method
+from ..prompts.text_encoding import SharedPrefix, encode_prompts
+from .base import Batch, MethodOptions, PromptMethod, register_method
 
 #: with ``image_chunk: 0``, images per text-tower call are chosen so that about this many
 #: prompts (images x classes) are encoded at once
@@ -31,9 +30,7 @@ PROMPT_BUDGET = 4096
 
 
 @dataclass
-class CoCoOpOptions(Validated):
-    config_key = "options"
-
+class CoCoOpOptions(MethodOptions):
     n_ctx: PositiveInt = 4
     #: initial context words; empty = random N(0, 0.02) with n_ctx vectors
     ctx_init: str = "a photo of a"
@@ -87,8 +84,8 @@ class CoCoOp(PromptMethod):
         embeddings = torch.cat([prefix, ctx, suffix], dim=2).flatten(0, 1)  # [b*C, L, D]
         tokens = Tokens(learner.tokens.ids.repeat(n_images, 1), learner.tokens.attention_mask.repeat(n_images, 1))
         # [start] + (v + pi(x)) is the same for the C prompts of one image: a prefix per image
-        text = encode_prompts(self.backbone, embeddings, tokens, prefix_length=learner.shared_prefix_length,
-                              prefix_groups=n_images, options=self.text_options)
+        text = encode_prompts(self.backbone, embeddings, tokens, prefix=SharedPrefix(learner.shared_prefix_length, n_images),
+                              options=self.text_options)
         text = F.normalize(text.float(), dim=-1)
         text = text.view(n_images, n_classes, -1)
         return self.logit_scale * torch.einsum("be,bce->bc", feats, text)

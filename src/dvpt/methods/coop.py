@@ -10,16 +10,13 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config.fields import Validated
 from ..config.schema import PositiveInt
 from ..prompts.learner import PromptLearner
-from .base import PromptMethod, register_method
+from .base import MethodOptions, PromptMethod, register_method
 
 
 @dataclass
-class CoOpOptions(Validated):
-    config_key = "options"
-
+class CoOpOptions(MethodOptions):
     n_ctx: PositiveInt = 4
     #: initial context words; empty = random N(0, 0.02) with n_ctx vectors
     ctx_init: str = "a photo of a"

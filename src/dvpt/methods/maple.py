@@ -17,16 +17,13 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config.fields import Validated
 from ..config.schema import PositiveInt
 from ..prompts.deep import DeepTextPrompts, tower_depth
-from .base import Batch, PromptMethod, register_method
+from .base import Batch, MethodOptions, PromptMethod, register_method
 
 
 @dataclass
-class MaPLeOptions(Validated):
-    config_key = "options"
-
+class MaPLeOptions(MethodOptions):
     #: learnable text tokens per prompted block (vision tokens are as many)
     n_ctx: PositiveInt = 2
     #: init words; the first n_ctx tokens initialise the context, the rest stay as words

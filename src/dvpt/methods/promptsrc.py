@@ -23,19 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.base import Backbone
-from ..config.fields import Validated
 from ..config.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..data.templates import IMAGENET_TEMPLATES
 from ..errors import ConfigError
 from ..prompts.deep import DeepTextPrompts, VisionPrompts
 from ..prompts.handcrafted import fill
-from .base import Batch, PromptMethod, StepContext, cross_entropy_terms, register_method, scores
+from .base import Batch, MethodOptions, PromptMethod, StepContext, cross_entropy_terms, register_method, scores
 
 
 @dataclass
-class PromptSRCOptions(Validated):
-    config_key = "options"
-
+class PromptSRCOptions(MethodOptions):
     n_ctx_text: PositiveInt = 4
     n_ctx_vision: PositiveInt = 4
     ctx_init: str = "a photo of a"

@@ -14,9 +14,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..config.fields import Validated
 from ..prompts.handcrafted import handcrafted_features
-from .base import PromptMethod, register_method
+from .base import MethodOptions, PromptMethod, register_method
 
 
 #: which hand-crafted templates: the dataset's own, or all of them averaged
@@ -24,9 +23,7 @@ TemplateChoice = Literal["dataset", "ensemble"]
 
 
 @dataclass
-class ZeroShotOptions(Validated):
-    config_key = "options"
-
+class ZeroShotOptions(MethodOptions):
     templates: TemplateChoice = "dataset"
 
 

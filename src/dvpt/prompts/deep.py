@@ -28,7 +28,7 @@ from ..backbones.base import Backbone
 from ..errors import ConfigError
 from .handcrafted import readable
 from .learner import PLACEHOLDER
-from .text_encoding import TextOptions, encode_prompts
+from .text_encoding import SharedPrefix, TextOptions, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class DeepTextPrompts(nn.Module):
         shared too), so a causal tower may compute that prefix once.
         """
         return encode_prompts(self.backbone, self.embeddings(), self.tokens, list(self.deep),
-                              prefix_length=1 + self.n_ctx, options=self.text_options)
+                              SharedPrefix(1 + self.n_ctx), self.text_options)
 
 
 class VisionPrompts(nn.Module):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..backbones.base import Backbone
 from ..errors import ConfigError
-from .text_encoding import TextOptions, encode_prompts  # the one place prompts meet the text tower
+from .text_encoding import SharedPrefix, TextOptions, encode_prompts  # the one place prompts meet the text tower
 from .handcrafted import readable
 
 PLACEHOLDER = "X"
@@ -119,6 +119,6 @@ class PromptLearner(nn.Module):
         """Text features [C, E] (un-normalised) of the prompts."""
         # a ``ctx`` passed in may differ per class (e.g. shifted per class): only [start] is shared
         prefix = self.shared_prefix_length if ctx is None else 1
-        return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts, prefix_length=prefix,
-                              options=self.text_options)
+        return encode_prompts(self.backbone, self.embeddings(ctx), self.tokens, deep_prompts, SharedPrefix(prefix),
+                              self.text_options)
 

@@ -16,26 +16,13 @@ from typing import Sequence
 from torch import Tensor
 
 from ..backbones.base import Backbone, Tokens
-from ..backbones.text_path import TextOptions
+from ..backbones.text_path import SharedPrefix, TextOptions
 
-__all__ = ["TextOptions", "encode_prompts"]
+__all__ = ["SharedPrefix", "TextOptions", "encode_prompts"]
 
 
-def encode_prompts(
-    backbone: Backbone,
-    embeddings: Tensor,
-    tokens: Tokens,
-    deep_prompts: Sequence[Tensor] | None = None,
-    prefix_length: int = 0,
-    prefix_groups: int = 1,
-    options: TextOptions = TextOptions(),
-) -> Tensor:
-    """Text features [N, E] (un-normalised) of prompt embeddings [N, L, D].
-
-    ``prefix_length`` is the caller's promise that ``embeddings[:, :prefix_length]`` is one
-    tensor broadcast to every row of a group (start token + shared context), the N rows being
-    ``prefix_groups`` consecutive groups of equal size (CoOp: one group; CoCoOp: one group of
-    C class prompts per image, whose context is shifted per image). 0 = no promise.
-    """
-    return backbone.encode_text_embeddings(embeddings, tokens, deep_prompts, shared_prefix=prefix_length,
-                                           prefix_groups=prefix_groups, options=options)
+def encode_prompts(backbone: Backbone, embeddings: Tensor, tokens: Tokens, deep_prompts: Sequence[Tensor] | None = None,
+                   prefix: SharedPrefix = SharedPrefix(), options: TextOptions = TextOptions()) -> Tensor:
+    """Text features [N, E] (un-normalised) of prompt embeddings [N, L, D]; ``prefix`` is the
+    promise about the leading tokens the prompts share (``SharedPrefix``)."""
+    return backbone.encode_text_embeddings(embeddings, tokens, deep_prompts, prefix=prefix, options=options)

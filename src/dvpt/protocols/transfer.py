@@ -89,7 +89,7 @@ def source_rows(source: DatasetSplits, target: DatasetSplits) -> list[int] | Non
 def evaluate_rows(session: Session, rundir: RunDir, method: PromptMethod, target: DatasetSplits, rows: list[int],
                   name: str) -> dict[str, Any]:
     """Score the target over the source classifier's ``rows`` only."""
-    logits = predict_logits(method, target.test, session.store, session.cfg.eval_batch_size, session.precision)
+    logits = predict_logits(method, target.test, session.store)
     logits = logits[:, torch.tensor(rows, dtype=torch.long)]
     labels = torch.tensor([d.label for d in target.test], dtype=torch.long)
     acc, per_class = accuracy_from_logits(logits, labels, len(rows))
