@@ -33,14 +33,42 @@ def batch(tiny, n: int = 4, seed: int = 0) -> Batch:
     return Batch(labels=labels, images=images)
 
 
+LEARNING = [name for name in METHODS.names() if get_method(name).learns]
+#: methods with nothing to learn (``learns = False``): no step to take, so the step contract
+#: below is not theirs; test_a_method_that_learns_nothing_has_nothing_to_train covers them
+STATIC = [name for name in METHODS.names() if not get_method(name).learns]
+
+
 @pytest.mark.parametrize("name", METHODS.names())
+def test_learns_flag_matches_the_trainable_parameters(name, tiny):
+    method = build(name, tiny)
+    params = [p for p in method.parameters() if p.requires_grad]
+    assert bool(params) == method.learns, f"{name}: learns={method.learns} but {len(params)} trainable parameters"
+
+
+@pytest.mark.parametrize("name", STATIC)
+def test_a_method_that_learns_nothing_has_nothing_to_train(name, tiny, tmp_path):
+    """The trainer takes no step, writes no checkpoint and leaves the logits as they were."""
+    from dvpt.config.schema import OptimConfig
+    from dvpt.engine.features import FeatureBatches
+    from dvpt.engine.trainer import Trainer
+
+    method = build(name, tiny).eval()
+    assert method.state_dict() == {}
+    b = batch(tiny)
+    expected = method.logits(b)
+    feats = torch.randn(1, 4, tiny.embed_dim)
+    history = Trainer(method, FeatureBatches(feats, torch.arange(4), 2, seed=0), OptimConfig(epochs=2),
+                      torch.device("cpu"), seed=0, checkpoint_dir=tmp_path).fit()
+    assert history == [] and not any(tmp_path.iterdir())
+    assert torch.equal(method.logits(b), expected)
+
+
+@pytest.mark.parametrize("name", LEARNING)
 def test_step_trains_only_the_method(name, tiny):
     method = build(name, tiny)
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     params = [p for p in method.parameters() if p.requires_grad]
-    assert bool(params) == method.learns, f"{name}: learns={method.learns} but {len(params)} trainable parameters"
-    if not method.learns:  # nothing to train: the capability says so, no step to take
-        return
     method.train()
     optimizer = torch.optim.SGD(params, lr=0.1)
     losses = method.losses(batch(tiny), first_step())
