@@ -1,13 +1,15 @@
 """The engine's ``StepContext``: what a method's losses and epoch hooks know about where training stands.
 
-The digests below pin the learnable tensors of short ``dvpt train`` runs, so moving the
-methods' epoch counting and random stream into the context (and any later change to it)
-cannot shift a published number: the same draws in the same order, bit for bit.
+The digests below pin the learnable tensors and accuracies of short ``dvpt train`` runs of
+every method that learns, so moving the methods' epoch counting and random stream into the
+context (and any later change to the method API) cannot shift a published number: the same
+draws in the same order, bit for bit.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -22,23 +24,41 @@ from dvpt.methods.base import StepContext, method_generator
 
 from conftest import make_colour_folder
 
-#: sha256 of the trainable parameters after ``dvpt train`` (ARGS + the case's flags), recorded
-#: with the code before ``StepContext`` existed (DVPT then kept ``epochs_done``, its seed and
-#: its own generator; PromptSRC counted GPA epochs itself): main at 9ded800, this machine,
-#: one thread. The feature, proto and mixup cases each fail when a method's random stream
-#: moves (checked: seeding it with epoch + 7 changes all three digests); promptsrc pins the
-#: GPA weights read from the epoch.
+#: sha256 of the trainable parameters after ``dvpt train`` (ARGS + the case's flags), and the
+#: run's (base, novel, hm), recorded with the code before ``StepContext`` existed (DVPT then
+#: kept ``epochs_done``, its seed and its own generator; PromptSRC counted GPA epochs itself;
+#: evaluation took its batch size and precision as arguments; the text path took
+#: ``shared_prefix``/``prefix_groups``): main at 5c522c1, this machine, one thread. The dvpt
+#: feature, proto and mixup cases each fail when a method's random stream moves (checked:
+#: seeding it with epoch + 7 changes all three digests); promptsrc pins the GPA weights read
+#: from the epoch; dvpt with both terms off is CoOp, bit for bit.
 DIGESTS = {
-    "dvpt-feature": ([], "cfebe182e191ca950ffe7cd210c8092547a68fc379cd12bea3884fc8f3783609"),
-    "dvpt-proto": (["--set", "options.visual_aug=proto"],
-                   "232c39218039fd6e31e514d05c711385991d51add737101639ac38f0d9070c6c"),
-    "dvpt-mixup": (["--set", "options.visual_aug=mixup"],
-                   "2230f3f860110139b0bf510796a8c112fb6cc2560fe0d1723a66e551290e9a08"),
-    "dvpt-protoview-iic": (["--set", "options.visual_aug=protoview", "--set", "options.mi=iic"],
-                           "5ebc26e8462e1d9505f54f1171dcdd13462a146dbdfdfe376f41a899f9a96e81"),
-    "dvpt-none": (["--set", "options.visual_aug=none", "--set", "options.mi=none"],
-                  "a165ce700ce4faeafec3d08deb15777993a720d03a1c9c140f5eee2d46548ff3"),
-    "promptsrc": ([], "34ae77ed45016a7121ba85ec65d764a154279cf2bc52ed71417181284e3b75f7"),
+    "coop": (["--method", "coop"], "a165ce700ce4faeafec3d08deb15777993a720d03a1c9c140f5eee2d46548ff3",
+             (66.66667175292969, 33.333335876464844, 44.44444783528646)),
+    "kgcoop": (["--method", "kgcoop"], "01a9fc198a4d273bd885d09ab1b92e9d427fa06273322e8c47ea076453bdd667",
+               (66.66667175292969, 33.333335876464844, 44.44444783528646)),
+    "prograd": (["--method", "prograd"], "eead6560fa5782510a9f7ac0e841dded51e022db284436f30d9cebed5b8dc6c0",
+                (66.66667175292969, 16.666667938232422, 26.666668701171876)),
+    "maple": (["--method", "maple"], "31acce5cc33d27d87012f8b54870d15204a196c69c0292cee0bbaeaca28cd714",
+              (66.66667175292969, 33.333335876464844, 44.44444783528646)),
+    "cocoop": (["--method", "cocoop"], "f8e356bd7bc1369ffa93b68e2e7b0d786eb5eeba8b9c91d1dba52743864dcdcb",
+               (33.333335876464844, 66.66667175292969, 44.44444783528646)),
+    "dvpt-feature": (["--method", "dvpt"], "cfebe182e191ca950ffe7cd210c8092547a68fc379cd12bea3884fc8f3783609",
+                     (33.333335876464844, 33.333335876464844, 33.333335876464844)),
+    "dvpt-proto": (["--method", "dvpt", "--set", "options.visual_aug=proto"],
+                   "232c39218039fd6e31e514d05c711385991d51add737101639ac38f0d9070c6c",
+                   (33.333335876464844, 33.333335876464844, 33.333335876464844)),
+    "dvpt-mixup": (["--method", "dvpt", "--set", "options.visual_aug=mixup"],
+                   "2230f3f860110139b0bf510796a8c112fb6cc2560fe0d1723a66e551290e9a08",
+                   (33.333335876464844, 33.333335876464844, 33.333335876464844)),
+    "dvpt-protoview-iic": (["--method", "dvpt", "--set", "options.visual_aug=protoview", "--set", "options.mi=iic"],
+                           "5ebc26e8462e1d9505f54f1171dcdd13462a146dbdfdfe376f41a899f9a96e81",
+                           (33.333335876464844, 33.333335876464844, 33.333335876464844)),
+    "dvpt-none": (["--method", "dvpt", "--set", "options.visual_aug=none", "--set", "options.mi=none"],
+                  "a165ce700ce4faeafec3d08deb15777993a720d03a1c9c140f5eee2d46548ff3",
+                  (33.333335876464844, 33.333335876464844, 33.333335876464844)),
+    "promptsrc": (["--method", "promptsrc"], "34ae77ed45016a7121ba85ec65d764a154279cf2bc52ed71417181284e3b75f7",
+                  (66.66667175292969, 33.333335876464844, 44.44444783528646)),
 }
 ARGS = ["train", "--backbone", "tiny-random", "--dataset", "folder", "--protocol", "base2novel", "--shots", "4",
         "--epochs", "2", "--batch-size", "4", "--seed", "3", "--threads", "1"]
@@ -68,20 +88,21 @@ def parameter_digest(method: torch.nn.Module) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(DIGESTS))
-def test_training_is_bit_identical_to_before_the_context(case, data, tmp_path):
-    flags, expected = DIGESTS[case]
-    method = "promptsrc" if case == "promptsrc" else "dvpt"
+def test_training_and_evaluation_are_bit_identical_to_before_the_context(case, data, tmp_path):
+    flags, expected, accuracies = DIGESTS[case]
     run = tmp_path / case
-    assert main([*ARGS, "--method", method, *flags, "--root", str(data), "-o", str(run)]) == 0
+    assert main([*ARGS, *flags, "--root", str(data), "-o", str(run)]) == 0
     _, trained, _ = restore_method(run)
     assert parameter_digest(trained) == expected
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["base"], metrics["novel"], metrics["hm"]) == accuracies
 
 
 def test_a_resumed_dvpt_run_draws_what_an_uninterrupted_one_draws(data, tmp_path, monkeypatch):
     """Killed after epoch 1, resumed: the feature draws of epoch 2 come from the context."""
     from dvpt.engine import trainer as trainer_mod
 
-    argv = [*ARGS, "--method", "dvpt", "--root", str(data)]
+    argv = [*ARGS, "--method", "dvpt", "--root", str(data)]  # the dvpt-feature case
     real_save = trainer_mod.Trainer._save
 
     def save_then_die(self, optimizer, epoch, history, finalized):
