@@ -321,6 +321,10 @@ def _prompt_rows() -> list[Case]:
     def duplicate_classes(w: World) -> list[str]:
         return ["predict", "--prompt", str(w.prompt), "--classes", "cat,dog,cat", str(w.image)]
 
+    def repeated_classes_file(w: World) -> list[str]:
+        w.owned.append(_write(w.tmp / "classes.txt", "crane\nheron\ncrane\n"))
+        return ["predict", "--prompt", str(w.prompt), "--classes-file", str(w.tmp / "classes.txt"), str(w.image)]
+
     def empty_classes_file(w: World) -> list[str]:
         w.owned.append(_write(w.tmp / "classes.txt", "\n\n"))
         return ["predict", "--prompt", str(w.prompt), "--classes-file", str(w.tmp / "classes.txt"), str(w.image)]
@@ -353,6 +357,7 @@ def _prompt_rows() -> list[Case]:
         Case("prompt-flipped-tensor-bytes", flipped_bytes, ("p.dvpt", "digest")),
         Case("prompt-empty-class-list", empty_class_list, ("p.dvpt", "class list is empty")),
         Case("predict-duplicate-classes", duplicate_classes, ("cat",)),
+        Case("predict-repeated-name-in-classes-file", repeated_classes_file, ("repeated: crane", "positions 1, 3")),
         Case("predict-empty-classes-file", empty_classes_file, ("classes.txt",)),
         Case("predict-no-images", no_images, ("empty",)),
         Case("predict-only-unreadable-images", only_broken_images, ("could be read",)),
@@ -405,10 +410,6 @@ def _data_rows() -> list[Case]:
         return ["train", *TRAIN[:6], "--dataset", "dtd", "--root", str(w.tmp), "--shots", "1", "--epochs", "1",
                 "-o", str(w.tmp / "out")]
 
-    def duplicate_class_names(w: World) -> list[str]:
-        _write(w.data / "classnames.txt", "red scarlet\ngreen scarlet\n")
-        return w.train("-o", str(w.tmp / "out"))
-
     def too_small_classes(w: World) -> list[str]:
         for name in ("aaa", "zzz"):
             (w.data / name).mkdir()
@@ -439,7 +440,6 @@ def _data_rows() -> list[Case]:
         Case("data-root-missing", missing_root, ("nowhere",)),
         Case("data-split-path-leaves-root", split_escapes_root, ("../../secret.png", "outside")),
         Case("data-pickled-split-file", pickled_split_file, ("split_zhou_DescribableTextures.json",)),
-        Case("data-duplicate-class-names", duplicate_class_names, ("scarlet", "unique")),
         Case("data-classes-too-small-all-named", too_small_classes, ("aaa (1)", "zzz (1)")),
         Case("data-test-only-folder-for-a-trained-method", test_only_folder_for_training, ("no training images",)),
         Case("data-root-is-a-file", root_is_file, ("000.png",)),
@@ -590,6 +590,84 @@ def test_zeroshot_and_eval_run_on_a_test_only_folder(world: World, capsys: pytes
     assert code == 0, err
     assert json.loads(out)["num_images"] == 6 * len(CLASSES)
     assert not (world.run / ".dvpt.lock").exists()
+
+
+def test_a_name_given_to_two_classes_stays_two_classes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A dataset may name two classes alike (CoOp's ImageNet list has two "crane"): training,
+    export and predict keep one class per label. Here red and yellow are both "scarlet".
+    dvpt's prototype-conditioned prompts give each its own prototype (a bank keyed by name gave
+    both the second one's), ``shots_used`` counts each, and ``dvpt predict`` on the exported
+    file reproduces the run's own logits column by column, with the label beside the name."""
+    from dvpt.config import build_config
+    from dvpt.engine.runner import run_training
+    from dvpt.engine.session import Session
+    from dvpt.inference.api import load_prompt
+
+    data = make_colour_folder(tmp_path / "data", CLASSES, per_class=6, size=24)
+    (data / "classnames.txt").write_text("red scarlet\nyellow scarlet\n")
+    cfg = build_config(method="dvpt", flags={
+        "backbone": "tiny-random", "protocol": "all", "device": "cpu", "precision": "fp32",
+        "data": {"dataset": "folder", "root": str(data), "shots": 2},
+        "optim": {"epochs": 1, "batch_size": 4}, "options": {"visual_aug": "proto"}})
+    session = Session(cfg)
+    captured: list[tuple[list[str], list, torch.Tensor]] = []
+    evaluate = session.evaluate
+
+    def capture(method, items):  # the run's own evaluation, recorded as it happens
+        result = evaluate(method, items)
+        captured.append((list(method.classnames), list(items), result.logits.clone()))
+        return result
+
+    session.evaluate = capture  # type: ignore[method-assign]
+    run_training(cfg, tmp_path / "run", session=session)
+    names, items, run_logits = captured[0]
+    assert names == ["blue", "green", "scarlet", "scarlet"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["shots_used"] == {"blue": 2, "green": 2, "scarlet [2]": 2, "scarlet [3]": 2}
+    assert not torch.equal(run_logits[:, 2], run_logits[:, 3])  # each "scarlet" is scored by its own prototype
+
+    prompt_path = tmp_path / "p.dvpt"
+    code, _, err = run_cli(["export", str(tmp_path / "run"), "-o", str(prompt_path)], capsys)
+    assert code == 0, err
+    proto = load_prompt(prompt_path).method.proto
+    hand = torch.randn(4, proto.proto_sum.shape[1])
+    assert torch.equal(proto.eval_embeddings(names, hand, True), proto.prototypes())  # row c = prototype c
+
+    paths = [d.path for d in items]
+    for classes in ([], ["--classes", "blue,green,scarlet,scarlet"]):  # the tuned list, given or not
+        code, out, err = run_cli(["predict", "-p", str(prompt_path), "--format", "json", "--top-k", "4",
+                                  *classes, *paths], capsys)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["classes"] == names
+        by_path = {r["path"]: r for r in doc["images"]}
+        assert torch.equal(torch.tensor([by_path[p]["logits"] for p in paths]), run_logits)
+        assert [by_path[p]["top"][0]["index"] for p in paths] == run_logits.argmax(-1).tolist()
+        assert all(t["class"] == names[t["index"]] for r in doc["images"] for t in r["top"])
+    code, out, err = run_cli(["predict", "-p", str(prompt_path), "--top-k", "4", paths[0]], capsys)
+    assert code == 0 and "scarlet [2]" in out and "scarlet [3]" in out, out + err
+    code, out, _ = run_cli(["predict", "-p", str(prompt_path), "--format", "csv", "--top-k", "4", paths[0]], capsys)
+    assert sorted(line.split(",")[2] for line in out.strip().splitlines()[1:]) == [
+        "blue", "green", "scarlet [2]", "scarlet [3]"]
+
+
+def test_classes_are_matched_by_name_occurrence_by_occurrence() -> None:
+    """The k-th class of a name takes the k-th class of that name in the reference list: the
+    same list maps to itself, a unique name by name, a repeat never to its twin's row."""
+    from dvpt.data.base import labelled_names, match_by_name
+    from dvpt.data.base import DatasetSplits
+    from dvpt.protocols.transfer import source_rows
+
+    imagenet = ["goose", "crane", "heron", "maillot", "crane", "maillot"]
+    assert match_by_name(imagenet, imagenet) == list(range(6))
+    assert match_by_name(["crane", "heron", "crane", "crane", "owl"], imagenet) == [1, 2, 4, None, None]
+    assert labelled_names(imagenet) == ["goose", "crane [1]", "heron", "maillot [3]", "crane [4]", "maillot [5]"]
+
+    def splits(names: list[str]) -> DatasetSplits:
+        return DatasetSplits("x", names, [], [], [])
+
+    assert source_rows(splits(imagenet), splits(["heron", "crane", "crane"])) == [2, 1, 4]
+    assert source_rows(splits(imagenet), splits(["crane", "owl"])) is None
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:

@@ -24,14 +24,15 @@ MAX_CLASSES = 1000
 ZERO_SHOT = "zero-shot"
 
 
-def parse_classes(text: str) -> list[str]:
-    """Comma- or line-separated names: stripped, non-empty, unique, at most ``MAX_CLASSES``."""
+def parse_classes(text: str, tuned: Sequence[str] = ()) -> list[str]:
+    """Comma- or line-separated names: stripped, non-empty, at most ``MAX_CLASSES``, unique
+    unless they are the prompt's ``tuned`` list itself (``check_classnames``)."""
     names = [n.strip() for n in re.split(r"[,\n]", text or "") if n.strip()]
     if not names:
         raise DvptError("no class names: type at least two, separated by commas or new lines")
     if len(names) > MAX_CLASSES:
         raise DvptError(f"{len(names)} class names given; at most {MAX_CLASSES} per request")
-    return check_classnames(names)
+    return names if names == list(tuned) else check_classnames(names)
 
 
 def check_image(path: str | Path) -> None:
@@ -92,8 +93,8 @@ class PromptBook:
             raise DvptError("no image: upload one or pick one from the gallery")
         for image in images:
             check_image(image)
-        names = parse_classes(classes_text)
         prompt = self.prompts[prompt_name]
+        names = parse_classes(classes_text, prompt.classnames)
         with self.locks[prompt_name]:
             names = prompt.use_classes(names)
             results, skipped = predict_paths(prompt, [Path(p) for p in images], names, 64, False)

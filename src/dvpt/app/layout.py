@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import gradio as gr
 
+from ..data.base import labelled_names
 from ..errors import DvptError
 from ..files import read_json
 from .classify import PromptBook
@@ -37,11 +38,12 @@ def results_markdown(docs: dict[str, dict]) -> str:
         parts.append(f"### {Path(image['path']).name}\n")
         for name, doc in docs.items():
             novel = set(doc["novel"])
+            shown = labelled_names(doc["classes"])  # a repeated name with its label
             parts.append(f"**{name}**\n\n| class | | probability | |\n|---|---|---|---|")
             for row in doc["images"][i]["top"]:
                 bar = "█" * round(row["probability"] * BAR_WIDTH)
                 tag = "novel" if row["class"] in novel else "base"
-                parts.append(f"| {row['class']} | {tag} | {row['probability']:.8f} | {bar} |")
+                parts.append(f"| {shown[row['index']]} | {tag} | {row['probability']:.8f} | {bar} |")
             parts.append("")
     return "\n".join(parts)
 

@@ -105,10 +105,12 @@ def predict_paths(prompt, paths: Sequence[Path], classnames: list[str], batch_si
 
 
 # ---- outputs ------------------------------------------------------------------------------
-def top_k(pred: Prediction, classnames: Sequence[str], k: int) -> list[tuple[str, float, float]]:
+def top_k(pred: Prediction, classnames: Sequence[str], k: int) -> list[tuple[int, str, float, float]]:
+    """(label, name, probability, logit) of the ``k`` best classes; the label tells apart classes
+    that share a name (a dataset's own list may repeat one, as ImageNet's "crane")."""
     probs = pred.probabilities
     order = torch.argsort(probs, descending=True, stable=True)[:k]
-    return [(classnames[i], float(probs[i]), float(pred.logits[i])) for i in order.tolist()]
+    return [(i, classnames[i], float(probs[i]), float(pred.logits[i])) for i in order.tolist()]
 
 
 def prediction_document(prompt, names: list[str], results: list[Prediction], skipped: list[tuple[str, str]], k: int,
@@ -118,7 +120,7 @@ def prediction_document(prompt, names: list[str], results: list[Prediction], ski
         "prompt": source, "method": prompt.meta.method, "backbone": prompt.meta.backbone, "classes": names,
         "images": [
             {"path": r.path,
-             "top": [{"class": c, "probability": p, "logit": l} for c, p, l in top_k(r, names, k)],
+             "top": [{"class": c, "index": i, "probability": p, "logit": l} for i, c, p, l in top_k(r, names, k)],
              "logits": [float(x) for x in r.logits], "probabilities": [float(x) for x in r.probabilities]}
             for r in results
         ],
@@ -134,23 +136,29 @@ def write_json(out, prompt, names: list[str], results: list[Prediction], skipped
 
 
 def write_csv(out, names: list[str], results: list[Prediction], k: int) -> None:
+    from ..data.base import labelled_names
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "rank", "class", "probability", "logit"])
+    shown = labelled_names(names)
     for r in results:
-        for rank, (name, prob, logit) in enumerate(top_k(r, names, k), 1):
-            writer.writerow([r.path, rank, name, repr(prob), repr(logit)])
+        for rank, (i, _, prob, logit) in enumerate(top_k(r, names, k), 1):
+            writer.writerow([r.path, rank, shown[i], repr(prob), repr(logit)])
 
 
 def write_table(out, names: list[str], results: list[Prediction], k: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..data.base import labelled_names
+
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("image", overflow="fold")
     for rank in range(1, k + 1):
         table.add_column(f"top-{rank}" if k > 1 else "prediction")
+    shown = labelled_names(names)
     for r in results:
-        table.add_row(r.path, *[f"{name} {prob * 100:.1f}%" for name, prob, _ in top_k(r, names, k)])
+        table.add_row(r.path, *[f"{shown[i]} {prob * 100:.1f}%" for i, _, prob, _ in top_k(r, names, k)])
     Console(file=out, width=max(100, 24 * (k + 2)), highlight=False).print(table)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,42 @@ class DatasetSpec:
     target_only: bool = False
     description: str = ""
     peek: Callable[[Path], DatasetSplits] | None = None
+
+
+# --------------------------------------------------------------------------- repeated class names
+# A class is its label (its position in the class list), never its name: CoOp's ImageNet list
+# names two classes "crane" and two "maillot". Code that must look a class up by name (a
+# prototype bank, a transfer target) goes through ``match_by_name``; what a person reads
+# shows a repeated name with its label (``labelled_names``).
+
+def repeated_names(names: Sequence[str]) -> dict[str, list[int]]:
+    """Each name given to more than one class -> the labels it names, in order."""
+    labels: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        labels.setdefault(name, []).append(i)
+    return {name: where for name, where in labels.items() if len(where) > 1}
+
+
+def labelled_names(names: Sequence[str]) -> list[str]:
+    """The names to show: a repeated name gets its label, ``"crane [134]"``; unique ones stay as they are."""
+    repeated = repeated_names(names)
+    return [f"{name} [{i}]" if name in repeated else name for i, name in enumerate(names)]
+
+
+def match_by_name(names: Sequence[str], reference: Sequence[str]) -> list[int | None]:
+    """For each class of ``names``, its position in ``reference`` (``None`` when absent).
+
+    The k-th class of a name matches the k-th class of that name in ``reference``, so
+    identical lists match position by position and unique names match by name; a dict keyed
+    by name would send both "crane" classes to the same row.
+    """
+    rows: dict[str, list[int]] = {}
+    for i, name in enumerate(reference):
+        rows.setdefault(name, []).append(i)
+    seen: dict[str, int] = {}
+    out: list[int | None] = []
+    for name in names:
+        k = seen[name] = seen.get(name, -1) + 1
+        candidates = rows.get(name, [])
+        out.append(candidates[k] if k < len(candidates) else None)
+    return out

@@ -14,7 +14,7 @@ from ..backbones import load_backbone
 from ..config.loader import from_dict
 from ..config.schema import RunConfig
 from ..data import DATASETS
-from ..data.base import DatasetSplits, Datum
+from ..data.base import DatasetSplits, Datum, labelled_names
 from ..errors import DataError
 from ..data.fewshot_cache import sample_few_shot
 from ..methods import get_method
@@ -63,9 +63,11 @@ class Session:
         """
         asked = self.cfg.data.shots if shots is None else shots
         sampled = sample_few_shot(splits, asked, self.cfg.seed)
-        counts = {name: 0 for name in sampled.classnames}
+        per_label = [0] * sampled.num_classes
         for item in sampled.train:
-            counts[sampled.classnames[item.label]] += 1
+            per_label[item.label] += 1
+        # keyed by the shown name: a name given to two classes is "name [label]", never one merged entry
+        counts = dict(zip(labelled_names(sampled.classnames), per_label))
         self.shots_used = counts
         short = [f"{name} ({n})" for name, n in counts.items() if asked > 0 and n < asked]
         if short and any(counts.values()):  # none at all: a test-only folder, refused by train() if it trains

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..backbones import Backbone, load_backbone
 from ..config.loader import from_dict
+from ..data.base import repeated_names
 from ..data.loading import draft_side, open_image
 from ..engine.checkpoint import LEARNABLE, load_trainer_state
 from ..engine.device import autocast, resolve_device
@@ -63,8 +64,16 @@ class TunedPrompt:
         return list(self.meta.classnames)
 
     def use_classes(self, classnames: Sequence[str] | None = None) -> list[str]:
-        """Point the method at ``classnames`` (``None``: the tuned ones); returns the list in use."""
-        names = self.classnames if classnames is None else check_classnames(classnames)
+        """Point the method at ``classnames`` (``None``: the tuned ones); returns the list in use.
+
+        The tuned list may repeat a name (a dataset's own list, e.g. ImageNet's two "crane"
+        classes: one class per position); a list given here must not, unless it is the tuned
+        list itself (``check_classnames``).
+        """
+        if classnames is None or [str(c).strip() for c in classnames] == self.classnames:
+            names = self.classnames
+        else:
+            names = check_classnames(classnames)
         if names != self.method.classnames:
             self.method.set_classnames(names, self.meta.templates)
         return names
@@ -139,13 +148,21 @@ class TunedPrompt:
 
 
 def check_classnames(classnames: Iterable[str]) -> list[str]:
-    """Non-empty, stripped, unique class names (a typo'd duplicate would split probability)."""
+    """Non-empty, stripped, unique class names.
+
+    Why unique: in a list someone types, a repeat is a slip that would split one class's
+    probability between two identical columns. A dataset's own repeated names reach
+    ``use_classes`` as the tuned list, which is accepted as it is.
+    """
+    classnames = list(classnames)
     names = [str(c).strip() for c in classnames]
     if not names or any(not n for n in names):
-        raise DvptError(f"class names must be non-empty strings, got {list(classnames)!r}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DvptError(f"class names must be unique; repeated: {', '.join(dupes)}")
+        raise DvptError(f"class names must be non-empty strings, got {classnames!r}")
+    repeated = repeated_names(names)
+    if repeated:
+        where = "; ".join(f"{n!r} at positions {', '.join(str(i + 1) for i in at)}" for n, at in repeated.items())
+        raise DvptError(f"class names must be unique; repeated: {', '.join(repeated)} ({where}); "
+                        "give each class its own name (e.g. 'crane bird', 'construction crane')")
     return names
 
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.base import match_by_name
+
 
 class ProtoShift(nn.Module):
     """``h``: class embedding [C, E] -> context shift [C, D]; plus the prototype bank."""
@@ -75,11 +77,11 @@ class ProtoShift(nn.Module):
         """e [C, E] for any class list: the prototype of a trained class (``use_bank``), else its proxy."""
         if not use_bank:
             return proxies
-        row = {name: i for i, name in enumerate(self.bank_classnames)}
         protos = self.prototypes().to(proxies.dtype)
         out = proxies.clone()
-        for c, name in enumerate(classnames):
-            i = row.get(name)
+        # by position for the trained list itself, by name for others: two "crane" classes keep
+        # their own prototypes (a dict keyed by name gave both the second one's)
+        for c, i in enumerate(match_by_name(classnames, self.bank_classnames)):
             if i is not None and self.proto_count[i] > 0:
                 out[c] = protos[i]
         return out

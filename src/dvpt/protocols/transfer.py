@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from ..data import DATASETS
-from ..data.base import DatasetSplits
+from ..data.base import DatasetSplits, match_by_name
 from ..engine.evaluate import accuracy_from_logits, predict_logits
 from ..engine.rundir import RunDir
 from ..engine.session import Session
@@ -80,10 +80,8 @@ def source_rows(source: DatasetSplits, target: DatasetSplits) -> list[int] | Non
     """Rows of the source classifier that score the target's classes, when they share labels."""
     if target.label_space_rows is not None:
         return list(target.label_space_rows)
-    index = {name: i for i, name in enumerate(source.classnames)}
-    if all(name in index for name in target.classnames):
-        return [index[name] for name in target.classnames]
-    return None
+    rows = match_by_name(target.classnames, source.classnames)  # a repeated name keeps its own row
+    return None if None in rows else [int(r) for r in rows if r is not None]
 
 
 def evaluate_rows(session: Session, rundir: RunDir, method: PromptMethod, target: DatasetSplits, rows: list[int],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import DataError
+from ..base import repeated_names
 from .coop_common import DOCS, SPLIT_SEED, camel_to_words, shuffled_cut
 
 Entry = list[Any]  # [relative image path, label, class name]
@@ -189,6 +190,10 @@ def sun397(dataset_dir: Path, image_dir: Path) -> dict:
     ``Training_01.txt`` / ``Testing_01.txt`` list ``/a/abbey/sun_x.jpg``. The name drops the
     letter folder and puts a qualifier first ("interior balcony")."""
     classes = [line.lstrip("/") for _, line in read_lines(dataset_dir / "ClassName.txt", "SUN397's class list", SUN_FIX)]
+    repeated = repeated_names(classes)
+    if repeated:  # the partition lists name a class by its folder: a repeated line would merge two labels
+        raise DataError(f"{dataset_dir / 'ClassName.txt'}: class folder(s) {', '.join(map(repr, list(repeated)[:5]))} "
+                        f"listed more than once; each line must be unique; {SUN_FIX}")
     labels = {c: i for i, c in enumerate(classes)}
 
     def name(folder: str) -> str:

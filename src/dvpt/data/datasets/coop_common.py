@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ...errors import DataError
 from ...registry import DATASETS
-from ..base import DatasetSpec, DatasetSplits, Datum
+from ..base import DatasetSpec, DatasetSplits, Datum, repeated_names
 from ..fewshot_cache import DIRNAME as FEWSHOT_DIRNAME  # never read as a class folder
 from ..jsonfiles import fingerprint_bytes, read_json, write_json_atomic
 from ..templates import ENSEMBLE_TEMPLATES, dataset_templates
@@ -127,12 +127,7 @@ def class_names(lists: Lists, source: Path | str) -> list[str]:
         raise DataError(f"{source}: labels must be 0..{len(names) - 1}; found {sorted(names)[:10]}...")
     if not names:
         raise DataError(f"{source}: no images listed")
-    ordered = [names[i] for i in range(len(names))]
-    repeated = sorted({n for n in ordered if ordered.count(n) > 1})
-    if repeated:  # one name for two labels: a prompt could never tell them apart
-        raise DataError(f"{source}: class name(s) {', '.join(map(repr, repeated[:5]))} given to more than one "
-                        "class; class names must be unique (rename the folders or fix classnames.txt)")
-    return ordered
+    return [names[i] for i in range(len(names))]  # a name given to two labels is two classes (see make_splits)
 
 
 def missing_file_problems(lists: Lists, source: Path | str) -> list[str]:
@@ -224,7 +219,17 @@ def split_fingerprint(obj: Any) -> str:
 
 def make_splits(name: str, lists: Lists, classnames: list[str], root: Path, fingerprint: str,
                 label_space_rows: list[int] | None = None, templates: Sequence[str] | None = None) -> DatasetSplits:
-    """``DatasetSplits`` with the dataset's templates (custom first, then the ensemble)."""
+    """``DatasetSplits`` with the dataset's templates (custom first, then the ensemble).
+
+    A name given to several classes is kept, one class per label (CoOp's ImageNet list names
+    two classes "crane"): refusing it would refuse a standard dataset. It is logged, because
+    a prompt shared by all classes gives such classes the same text and so the same score.
+    """
+    repeated = repeated_names(classnames)
+    if repeated:
+        log.warning("%s: %d class name(s) name more than one class (labels): %s; they are kept as separate "
+                    "classes, shown as 'name [label]'; give them distinct names to tell them apart by text",
+                    root, len(repeated), ", ".join(f"{n!r} {where}" for n, where in list(repeated.items())[:5]))
     return DatasetSplits(
         name=name, classnames=classnames, train=lists["train"], val=lists["val"], test=lists["test"],
         templates=list(templates or dataset_templates(name)), root=str(root), label_space_rows=label_space_rows,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from ..base import DatasetSplits, Datum
+from ..base import DatasetSplits, Datum, repeated_names
 from ..jsonfiles import fingerprint_bytes
 from .coop_common import SPLITS, DOCS, dataset_dir, make_splits, missing_file_problems, register
 
@@ -26,6 +26,11 @@ def collect(root: Path, problems: list[str], dry_run: bool) -> DatasetSplits | N
     ddir = dataset_dir(root, DIRNAME)
     variants_file = ddir / "variants.txt"
     classnames = _lines(variants_file)
+    repeated = repeated_names(classnames)
+    if repeated:  # the image lists name classes by variant: a repeated line would merge two labels
+        raise DataError(f"{variants_file}: variant(s) {', '.join(map(repr, list(repeated)[:5]))} listed more than "
+                        "once; the image lists name a class by its variant, so each line must be unique; remove "
+                        "the repeated line(s)")
     label_of = {name: i for i, name in enumerate(classnames)}
     lists: dict[str, list[Datum]] = {}
     blobs = [variants_file.read_bytes()]
