@@ -486,6 +486,20 @@ def _report_rows() -> list[Case]:
         w.owned.append(_write(w.tmp / "spec.yaml", payload(w.marker)))
         return ["sweep", str(w.tmp / "spec.yaml"), "-o", str(w.tmp / "sweep"), "--dry-run"]
 
+    def live_lock(folder: Path) -> Path:
+        return _write(folder / ".dvpt.lock", json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                          "purpose": folder.name}))
+
+    def sweep_folder_in_use(w: World) -> list[str]:
+        spec = {"name": "busy", "methods": ["zeroshot"], "datasets": ["folder"], "seeds": [1], "protocol": "all",
+                "overrides": {"backbone": "tiny-random", "data": {"root": str(w.data)}}}
+        w.owned += [_write(w.tmp / "spec.yaml", json.dumps(spec)), live_lock(w.tmp / "sweep")]
+        return ["sweep", str(w.tmp / "spec.yaml"), "-o", str(w.tmp / "sweep")]
+
+    def benchmark_folder_in_use(w: World) -> list[str]:
+        w.owned.append(live_lock(w.tmp / "bench"))
+        return ["benchmark", "--quick", "--methods", "zeroshot", "-o", str(w.tmp / "bench")]
+
     def broken_results_line(w: World) -> list[str]:
         w.owned.append(_write(w.tmp / "bench" / "results.jsonl", '{"method": "coop"}\n{"method": NaN}\n'))
         w.owned.append(_write(w.tmp / "results.md", "# results\n"))
@@ -501,6 +515,9 @@ def _report_rows() -> list[Case]:
         Case("sweep-spec-billion-laughs", sweep_laughs, ("spec.yaml", "aliases")),
         Case("sweep-spec-pickled", sweep_pickled_spec, ("spec.yaml",)),
         Case("report-benchmark-nan-line", broken_results_line, ("results.jsonl:2", "NaN")),
+        Case("sweep-folder-in-use", sweep_folder_in_use, ("sweep folder", "in use by process", "(sweep)", ".dvpt.lock")),
+        Case("benchmark-folder-in-use", benchmark_folder_in_use,
+             ("benchmark folder", "in use by process", "(bench)", ".dvpt.lock")),
     ]
 
 
@@ -691,6 +708,44 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     with pytest.raises(DvptError, match="in use by process 1 on elsewhere.*delete .*.dvpt.lock"):
         RunLock(tmp_path).acquire()
     assert lock.exists()  # another host's lock is never removed
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times come from Linux's /proc")
+def test_a_lock_whose_pid_was_reused_or_from_another_boot_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The lock records the owner's start time and the boot id. A live pid with another start
+    time is a reused pid: the lock is taken over with a warning; with the right start time it
+    is held. A lock from another boot is stale whatever its pid. Without /proc (other systems)
+    the pid alone decides, as before."""
+    from dvpt.engine import lock as lockmod
+    from dvpt.engine.lock import RunLock
+    from dvpt.errors import DvptError
+
+    started = lockmod.process_start(os.getpid())
+    assert started == Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": "train", "started": started,
+            "boot": lockmod.boot_id()}
+    path = tmp_path / ".dvpt.lock"
+
+    def taken_over(owner: dict, why: str) -> None:
+        path.write_text(json.dumps(owner))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dvpt"), RunLock(tmp_path):
+            assert json.loads(path.read_text()) == mine  # rewritten by this process
+        assert why in caplog.text and str(path) in caplog.text
+        assert not path.exists()
+
+    path.write_text(json.dumps(mine))
+    with pytest.raises(DvptError, match=f"in use by process {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    assert json.loads(path.read_text()) == mine  # a held lock is left alone
+    taken_over(mine | {"started": str(int(started) + 1)}, f"pid {os.getpid()} now belongs to another process")
+    taken_over(mine | {"boot": "00000000-another-boot"}, "written before the machine restarted")
+
+    monkeypatch.setattr(lockmod, "_proc_text", lambda path: None)  # no /proc: pid check only
+    path.write_text(json.dumps(mine | {"started": str(int(started) + 1), "boot": "00000000-another-boot"}))
+    with pytest.raises(DvptError, match=f"in use by process {os.getpid()}"):
+        RunLock(tmp_path).acquire()
 
 
 def test_read_only_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

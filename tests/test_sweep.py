@@ -191,6 +191,45 @@ def test_failed_run_is_retried_once_and_user_errors_are_not(tmp_path: Path) -> N
     assert yaml.safe_load((tmp_path / "out" / "configs" / f"{ok}.yaml").read_text())["method"] == "coop"
 
 
+def test_one_sweep_at_a_time_per_folder(tmp_path: Path) -> None:
+    """A sweep folder held by another live process is refused naming it, before anything is
+    written; once that process is gone its lock is stale and taken over; while a sweep runs, a
+    second one on the same folder is refused (the lock names this process)."""
+    import socket
+
+    from dvpt.engine.lock import boot_id, process_start
+    from dvpt.errors import DvptError
+
+    spec = spec_from_dict(tiny_spec(tmp_path, methods=["coop"], seeds=1))
+    out = tmp_path / "out"
+    lock = out / ".dvpt.lock"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        out.mkdir()
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "purpose": "sweep",
+                                    "started": process_start(other.pid), "boot": boot_id()}))
+        with pytest.raises(DvptError, match=rf"sweep folder {out.resolve()} is in use by process {other.pid} "
+                                            rf"\(sweep\); wait for it to finish.*delete {lock.resolve()}"):
+            run_sweep(spec, spec.jobs(), out, FakePool())
+        assert [p.name for p in out.iterdir()] == [".dvpt.lock"]  # nothing started, no sweep.json
+    finally:
+        other.kill()
+        other.wait()
+
+    refused: list[str] = []
+
+    class SecondSweepInside(FakePool):
+        def submit(self, task: Task) -> Future:
+            with pytest.raises(DvptError, match=f"in use by process {os.getpid()} .sweep.") as caught:
+                run_sweep(spec, spec.jobs(), out, FakePool())
+            refused.append(str(caught.value))
+            return super().submit(task)
+
+    result = run_sweep(spec, spec.jobs(), out, SecondSweepInside())
+    assert result.ok and len(refused) == 2  # both attempts of the run saw the lock held
+    assert not lock.exists()
+
+
 def test_dead_worker_is_reported_and_replaced(tmp_path: Path) -> None:
     from dvpt.sweep import LocalPool
     from dvpt.sweep.worker import WORKER_DIED, WorkerProcess

@@ -4,21 +4,35 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import comma_list
 
+if TYPE_CHECKING:
+    from ..experiments.benchmark import BenchmarkPlan
+
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import io
-    from ..experiments.benchmark import (PROTOCOLS, RESULT_FILES, chosen_scales, curve_table, load_plan, plan_jobs,
-                                         run_benchmark, run_budget_curve, run_lr_grid, with_scales_from)
-    from ..experiments.benchmark_tables import protocol_tables
+    from ..engine.lock import RunLock
+    from ..experiments.benchmark import load_plan, with_scales_from
+    from ..files import make_folder
 
     plan = load_plan(quick=args.quick, tuning=args.tuning, protocol=args.protocol, methods=args.methods,
                      seeds=args.seeds, datasets=args.datasets)
     if args.scales_from:
         plan = with_scales_from(plan, Path(args.scales_from))
-    output = Path(args.output)
+    output = make_folder(Path(args.output))
+    # one benchmark at a time per folder: a second would run the same jobs and interleave its result files
+    with RunLock(output, "benchmark", kind="benchmark folder"):
+        return _run(args, plan, output)
+
+
+def _run(args: argparse.Namespace, plan: "BenchmarkPlan", output: Path) -> int:
+    from ..engine import io
+    from ..experiments.benchmark import (PROTOCOLS, RESULT_FILES, chosen_scales, curve_table, plan_jobs,
+                                         run_benchmark, run_budget_curve, run_lr_grid)
+    from ..experiments.benchmark_tables import protocol_tables
+
     if args.lr_grid:
         records = run_lr_grid(plan, output)
         for method, scale in chosen_scales(records).items():

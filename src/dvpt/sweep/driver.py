@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine.io import read_json, write_yaml
+from ..engine.lock import RunLock
 from ..files import make_folder
 from .index import SweepIndex, config_path, log_path
 from .progress import SweepProgress
@@ -145,7 +146,12 @@ class Driver:
 
 
 def run_sweep(spec: SweepSpec, jobs: list[RunJob], root: str | Path, pool: Pool) -> SweepResult:
-    """Run ``jobs`` (from ``spec.jobs()``) into ``root``; returns what was skipped, done, failed."""
+    """Run ``jobs`` (from ``spec.jobs()``) into ``root``; returns what was skipped, done, failed.
+
+    One sweep at a time per folder (``.dvpt.lock``): a second would start the same runs and
+    interleave ``sweep.json`` with the first's.
+    """
     root = Path(root).resolve()
     make_folder(root)
-    return Driver(spec, jobs, root, pool).run()
+    with RunLock(root, "sweep", kind="sweep folder"):
+        return Driver(spec, jobs, root, pool).run()
