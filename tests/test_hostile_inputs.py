@@ -378,6 +378,38 @@ def _bomb(path: Path) -> Path:
     return _write(path, png)
 
 
+def _webp_canvas(path: Path, width: int = 10000, height: int = 10000) -> Path:
+    """An animated WebP of ~100 bytes: one 8x8 frame on a declared ``width`` x ``height`` canvas
+    (decoding it allocates the whole canvas: 400 MB of RGBA at 10000x10000)."""
+    import io
+    import struct
+
+    def chunk(fourcc: bytes, body: bytes) -> bytes:
+        return fourcc + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+    def u24(n: int) -> bytes:
+        return n.to_bytes(3, "little")
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, "WEBP", lossless=True)
+    frame = buf.getvalue()[12:]  # its VP8L chunk
+    body = (b"WEBP" + chunk(b"VP8X", bytes([0x02, 0, 0, 0]) + u24(width - 1) + u24(height - 1))
+            + chunk(b"ANIM", bytes(6)) + chunk(b"ANMF", u24(0) * 2 + u24(7) * 2 + u24(100) + b"\0" + frame))
+    return _write(path, b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def _gif_screen(path: Path, width: int = 10000, height: int = 10000) -> Path:
+    """A GIF of ~40 bytes: a 1x1 frame on a declared ``width`` x ``height`` logical screen."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.new("P", (1, 1)).save(buf, "GIF")
+    data = bytearray(buf.getvalue())
+    data[6:10] = struct.pack("<HH", width, height)
+    return _write(path, bytes(data))
+
+
 def _data_rows() -> list[Case]:
     def empty_classes(w: World) -> list[str]:
         (w.data / "aaa").mkdir()
@@ -392,6 +424,18 @@ def _data_rows() -> list[Case]:
     def bomb_in_train(w: World) -> list[str]:
         for name in os.listdir(w.data / "red"):
             _bomb(w.data / "red" / name)
+        return w.train("-o", str(w.tmp / "out"))
+
+    def oversized_webp_header(w: World) -> list[str]:
+        for name in os.listdir(w.data / "red"):  # 10000x10000 = 2 x the limit: PIL itself only warns
+            os.remove(w.data / "red" / name)
+            _webp_canvas(w.data / "red" / f"{Path(name).stem}.webp")
+        return w.train("-o", str(w.tmp / "out"))
+
+    def oversized_gif_header(w: World) -> list[str]:
+        for name in os.listdir(w.data / "red"):
+            os.remove(w.data / "red" / name)
+            _gif_screen(w.data / "red" / f"{Path(name).stem}.gif")
         return w.train("-o", str(w.tmp / "out"))
 
     def split_escapes_root(w: World) -> list[str]:
@@ -437,6 +481,10 @@ def _data_rows() -> list[Case]:
         Case("data-empty-class-folders", empty_classes, ("aaa", "zzz")),
         Case("data-unreadable-images", corrupt_image, ("cannot read image", "red")),
         Case("data-decompression-bomb", bomb_in_train, ("cannot read image", "DVPT_MAX_IMAGE_PIXELS")),
+        Case("data-oversized-webp-header", oversized_webp_header,
+             ("cannot read image", ".webp", "10000x10000", "over the limit of 50,000,000")),
+        Case("data-oversized-gif-header", oversized_gif_header,
+             ("cannot read image", ".gif", "10000x10000", "over the limit of 50,000,000")),
         Case("data-root-missing", missing_root, ("nowhere",)),
         Case("data-split-path-leaves-root", split_escapes_root, ("../../secret.png", "outside")),
         Case("data-pickled-split-file", pickled_split_file, ("split_zhou_DescribableTextures.json",)),
@@ -545,16 +593,18 @@ def test_table_covers_every_category() -> None:
 
 # --------------------------------------------------------------------------- skipped, named, not fatal
 
-def test_predict_skips_and_names_a_bomb(world: World, capsys: pytest.CaptureFixture) -> None:
-    bomb = _bomb(world.tmp / "imgs" / "bomb.png")
+def test_predict_skips_and_names_oversized_images(world: World, capsys: pytest.CaptureFixture) -> None:
+    bombs = [_bomb(world.tmp / "imgs" / "bomb.png"), _gif_screen(world.tmp / "imgs" / "screen.gif"),
+             _webp_canvas(world.tmp / "imgs" / "canvas.webp")]
     shutil.copy(world.image, world.tmp / "imgs" / "ok.png")
     code, out, err = run_cli(["predict", "--prompt", str(world.prompt), "--format", "json", str(world.tmp / "imgs")],
                              capsys)
     assert code == 0 and "Traceback" not in err
     doc = json.loads(out)
     assert [Path(r["path"]).name for r in doc["images"]] == ["ok.png"]
-    assert [Path(s["path"]).name for s in doc["skipped"]] == [bomb.name]
-    assert "DVPT_MAX_IMAGE_PIXELS" in doc["skipped"][0]["error"]
+    assert sorted(Path(s["path"]).name for s in doc["skipped"]) == sorted(b.name for b in bombs)
+    assert all("DVPT_MAX_IMAGE_PIXELS" in s["error"] for s in doc["skipped"])
+    assert all(f"{b.name}" in err for b in bombs)  # each named on stderr too
 
 
 def test_datasets_check_writes_nothing_and_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -18,6 +18,34 @@ def test_image_over_the_pixel_limit_is_a_data_error(tmp_path, monkeypatch):
     assert open_image(str(path)).size == (40, 40)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF", "BMP", "TIFF", "JPEG"])
+def test_every_format_over_the_limit_is_refused_before_decoding(fmt, tmp_path, monkeypatch):
+    """120x100 = 12,000 pixels against a limit of 10,000: between the limit and twice it, where
+    PIL only warns and would decode in full. Refused from the header, no pixel decoded; at
+    exactly the limit the image is read, a JPEG at reduced size (its draft does not lift the
+    limit), every other format in full."""
+    from PIL import ImageFile
+
+    big, fits = tmp_path / f"big.{fmt.lower()}", tmp_path / f"fits.{fmt.lower()}"
+    Image.new("RGB", (120, 100), (200, 20, 20)).save(big, fmt)
+    Image.new("RGB", (100, 100), (200, 20, 20)).save(fits, fmt)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    decoded: list[str] = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(self.format)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(DataError, match=r"cannot read image .*big\.\w+: 120x100 = 12,000 pixels, over the limit "
+                                        r"of 10,000.*DVPT_MAX_IMAGE_PIXELS"):
+        open_image(str(big), 32)
+    assert decoded == []
+    reduced = (50, 50) if fmt == "JPEG" else (100, 100)  # only JPEG has a reduced decode (1/2 keeps >= 32)
+    assert open_image(str(fits), 32).size == reduced and decoded
+
+
 def _smooth_jpeg(path, width=2000, height=1600):
     import numpy as np
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -36,13 +37,26 @@ def draft_side(transform: Callable | None) -> int | None:
 def open_image(path: str, min_side: int | None = None) -> Image.Image:
     """Open an image as RGB; a missing or corrupt file raises ``DataError`` naming it.
 
+    An image whose header declares more pixels than ``Image.MAX_IMAGE_PIXELS``
+    (``DVPT_MAX_IMAGE_PIXELS``) is refused before any pixel is decoded, whatever its format:
+    PIL itself only warns up to twice the limit and would decode it in full.
+
     With ``min_side``, a JPEG is decoded at the largest DCT reduction (1/2, 1/4, 1/8) that
     keeps both sides at least ``min_side`` (PIL's ``draft``): a 24-megapixel photo for a
     224-pixel model costs a sixteenth of the memory and time. ``DVPT_JPEG_DRAFT=0`` decodes
-    every pixel, as the reference implementations do.
+    every pixel, as the reference implementations do. Other formats have no reduced decode
+    in PIL and are decoded in full (within the limit).
     """
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, from the header
+            img = Image.open(path)
+        with img:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise DataError(f"cannot read image {path}: {img.width}x{img.height} = {img.width * img.height:,} "
+                                f"pixels, over the limit of {limit:,}; remove or replace the file (or raise "
+                                "DVPT_MAX_IMAGE_PIXELS)")
             if min_side and img.format == "JPEG" and os.environ.get("DVPT_JPEG_DRAFT", "1") != "0":
                 img.draft("RGB", (min_side, min_side))
             return img.convert("RGB")
