@@ -68,6 +68,13 @@ ROWS: list[tuple[str, str, str, int, dict[str, Any], str]] = [
      "ProGrad trainers/prograd.py: words counted with split(' '), teacher clip_model.float()")
     for spec, dataset, shots in [("paper_base2novel", "oxford_pets", 16), ("paper_crossdataset", "imagenet", 16),
                                  ("paper_domaingen", "imagenet", 16), ("paper_fewshot", "food101", 1)]
+] + [
+    # every trainer's default PREC fp16: CLIP as OpenAI's build_model leaves it (half weights),
+    # no clip_model.float(), no GradScaler
+    (spec, method, "imagenet", 16, {"precision": "fp16-weights"},
+     "PREC fp16 (train.py extend_cfg default); clip.build_model's convert_weights")
+    for spec in ("paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot")
+    for method in ("zeroshot", "coop", "cocoop", "kgcoop", "prograd", "maple", "promptsrc")
 ]
 
 
@@ -109,9 +116,9 @@ def test_paper_specs_list_their_runs(spec: str, runs: int, source: str) -> None:
 
 @pytest.mark.parametrize("spec", ["paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot"])
 def test_paper_specs_use_the_fidelity_mode(spec: str) -> None:
-    """No feature cache (so the image path augments at every step) and the official fp16."""
+    """No feature cache (so the image path augments at every step) and the official pure fp16."""
     configs = {j.name: from_dict(RunConfig, j.config) for j in load_spec(spec).jobs(["data.root=/data"])}
-    assert {(c.cache.enabled, c.precision) for c in configs.values()} == {(False, "fp16")}
+    assert {(c.cache.enabled, c.precision) for c in configs.values()} == {(False, "fp16-weights")}
 
 
 def test_fidelity_path_draws_a_fresh_crop_of_one_image_every_epoch(tmp_path) -> None:
@@ -165,6 +172,18 @@ def test_explain_flags_a_spec_that_drifts(tmp_path) -> None:
                           "--explain"], capture_output=True, text=True)
     assert out.returncode == 1 and "DRIFT crossdataset/maple/imagenet/16shot" in out.stdout
     assert "vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml" in out.stdout
+
+
+@pytest.mark.parametrize("spec", ["paper_base2novel", "paper_crossdataset", "paper_domaingen", "paper_fewshot"])
+def test_explain_flags_a_precision_other_than_the_official_fp16(spec: str) -> None:
+    """The drift table checks the precision of every method with official code: fp16 autocast
+    (dvpt's everyday fp16) is not the official pure fp16 and shows as drift, dvpt's own row has none."""
+    from dvpt.sweep.explain import explain
+
+    checks = [c for c in explain(load_spec(spec), ["data.root=/data", "precision=fp16"]) if c.key == "precision"]
+    methods = {c.cell.split("/")[1] for c in checks}
+    assert methods == {"zeroshot", "coop", "cocoop", "kgcoop", "prograd", "maple", "promptsrc"}
+    assert {(c.resolved, c.official) for c in checks} == {("fp16", "fp16-weights")} and all(c.drift for c in checks)
 
 
 def test_wall_time_estimate_counts_the_official_training_steps() -> None:

@@ -7,7 +7,7 @@ from . import hf_clip  # noqa: F401  (registers tiny-random, vit-b16-random)
 
 __all__ = ["Backbone", "Tokens", "load_backbone", "BACKBONES"]
 
-_cache: dict[tuple[str, str, str | None], Backbone] = {}
+_cache: dict[tuple[str, str, str | None, bool], Backbone] = {}
 
 
 def _register_optional() -> None:
@@ -24,17 +24,19 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def load_backbone(name: str, device: str | None = None, checkpoint: str | None = None) -> Backbone:
+def load_backbone(name: str, device: str | None = None, checkpoint: str | None = None,
+                  half: bool = False) -> Backbone:
     """A frozen backbone by registered name (``micro``, ``tiny-random``), hub id, folder or
-    ``openclip:<model>[/<tag>]``; ``checkpoint``: a local weights file for an ``openclip:`` name.
+    ``openclip:<model>[/<tag>]``; ``checkpoint``: a local weights file for an ``openclip:`` name;
+    ``half``: its weights cast as the official fp16 code has them (``Backbone.half_weights``).
 
     Backbones are shared within a process: they are frozen, so every method may use the
-    same instance.
+    same instance (a half one is an instance of its own).
     """
     from ..errors import BackboneError
 
     device = device or "cpu"
-    key = (name, device, checkpoint)
+    key = (name, device, checkpoint, half)
     if checkpoint and not name.startswith("openclip:"):
         raise BackboneError(
             f"backbone_checkpoint={checkpoint!r} applies to openclip:<model> backbones, not {name!r}; for a "
@@ -51,5 +53,6 @@ def load_backbone(name: str, device: str | None = None, checkpoint: str | None =
             backbone = load_open_clip(name, checkpoint)
         else:
             backbone = hf_clip.load_hf_clip(name)
-        _cache[key] = backbone.freeze().to(device)
+        backbone = backbone.freeze().to(device)
+        _cache[key] = backbone.half_weights() if half else backbone
     return _cache[key]

@@ -10,15 +10,21 @@ holds no learnable state of any method.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .text_path import CausalTower, SharedPrefix, TextOptions, encode_causal, encode_chunked
+
+#: the layers OpenAI's ``clip.model.convert_weights`` casts to fp16 (weights and biases); every
+#: other tensor (layer norms, token / position / class embeddings, the temperature) stays fp32
+HALF_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 @dataclass
@@ -83,6 +89,8 @@ class Backbone(nn.Module, abc.ABC):
     #: True when the text tower is causal (CLIP): hidden states of a shared prefix are
     #: identical for every class, so ``encode_text_embeddings`` computes them once.
     causal_text: bool = False
+    #: True when the forward paths cast their inputs to ``dtype``, so ``half_weights`` works
+    supports_half_weights: ClassVar[bool] = False
 
     # ---- text -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -137,7 +145,8 @@ class Backbone(nn.Module, abc.ABC):
         prefix.check(len(tokens))
         tower = self.causal_tower()
         if tower is not None:
-            return encode_causal(tower, embeddings, tokens, deep_prompts, prefix, options)
+            # in the towers' dtype, as CLIP's ``token_embedding(text).type(self.dtype)``
+            return encode_causal(tower, embeddings.to(self.dtype), tokens, deep_prompts, prefix, options)
         return encode_chunked(self.encode_text_plain, embeddings, tokens, deep_prompts, options)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
@@ -203,6 +212,75 @@ class Backbone(nn.Module, abc.ABC):
 
     def train(self, mode: bool = True) -> "Backbone":  # noqa: D401 - a frozen backbone stays in eval
         return super().train(False)
+
+    # ---- the official pure-fp16 precision (``precision: fp16-weights``) -------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the towers compute in outside autocast: fp16 after ``half_weights``, else
+        fp32 (CLIP's ``model.dtype``, which is its patch embedding's weight dtype)."""
+        return self.__dict__.get("_compute_dtype", torch.float32)
+
+    def half_weights(self) -> "Backbone":
+        """Cast the weights as the official code's CLIP has them under ``PREC: fp16``.
+
+        OpenAI's ``clip.build_model`` runs ``convert_weights``: the weights and biases of every
+        linear and convolution layer (attention projections, MLPs, the patch embedding, the
+        text and image projections) become fp16; layer norms, the token, position and class
+        embeddings and the temperature stay fp32 (``load_state_dict`` keeps a parameter's
+        dtype). Its ``LayerNorm`` computes in fp32 and returns the input's dtype; hooks on
+        the library's layer norms do the same here, so activations stay fp16 between layers.
+        In place and for good: ``load_backbone(..., half=True)`` gives such a backbone its
+        own cache entry, so no fp32 run ever sees it.
+        """
+        if not self.supports_half_weights:
+            raise ConfigError(f"precision fp16-weights is implemented for transformers CLIP backbones, not "
+                              f"{self.name!r}; use precision fp16 (autocast) or fp32 with this backbone")
+        if self.dtype == torch.float16:
+            return self
+        for module in self.modules():
+            if isinstance(module, HALF_LAYERS):
+                for param in (module.weight, module.bias):
+                    if param is not None:
+                        param.data = param.data.half()
+            elif isinstance(module, nn.LayerNorm):
+                module.register_forward_pre_hook(_norm_in_fp32)
+                module.register_forward_hook(self._norm_out)
+        self.__dict__["_compute_dtype"] = torch.float16
+        self.__dict__.pop("_identity", None)  # the weights changed: so does every cache key
+        return self
+
+    def _norm_out(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        """A layer norm's fp32 result back in the towers' dtype (CLIP's ``ret.type(orig_type)``)."""
+        return output.to(self.dtype)
+
+    @contextlib.contextmanager
+    def fp32_weights(self) -> Iterator["Backbone"]:
+        """The half weights in fp32 for the duration, for a teacher the official code runs on
+        CLIP cast to float (ProGrad's zero-shot teacher, PromptSRC's frozen text features).
+
+        Exact both ways: every fp16 value is an fp32 value, so the teacher sees the weights
+        ``clip_model.float()`` gives, and the fp16 weights come back bit for bit. A no-op on
+        an fp32 backbone. Meant for ``torch.no_grad()`` code; tensors that a pending backward
+        saved see the same values again once the block ends.
+        """
+        if self.dtype != torch.float16:
+            yield self
+            return
+        halves = [p for p in self.parameters() if p.dtype == torch.float16]
+        for param in halves:
+            param.data = param.data.float()
+        self.__dict__["_compute_dtype"] = torch.float32
+        try:
+            yield self
+        finally:
+            for param in halves:
+                param.data = param.data.half()
+            self.__dict__["_compute_dtype"] = torch.float16
+
+
+def _norm_in_fp32(module: nn.Module, args: tuple) -> tuple:
+    """A layer norm's input in fp32, as CLIP's ``LayerNorm.forward`` computes it."""
+    return (args[0].float(), *args[1:])
 
 
 def weight_fingerprint(module: nn.Module) -> str:

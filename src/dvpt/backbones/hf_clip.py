@@ -107,6 +107,7 @@ class HFCLIPBackbone(LibraryCLIP):
     """A frozen transformers ``CLIPModel`` plus its tokenizer and preprocessing."""
 
     causal_text = True
+    supports_half_weights = True
 
     def __init__(self, model, tokenizer, name: str, mean=transforms.CLIP_MEAN, std=transforms.CLIP_STD) -> None:
         super().__init__()
@@ -197,7 +198,9 @@ class HFCLIPBackbone(LibraryCLIP):
         text = self.model.text_model
         tokens = tokens.to(embeddings.device)
         length = embeddings.shape[1]
-        hidden = embeddings + text.embeddings.position_embedding.weight[:length]
+        # CLIP's TextEncoder: ``prompts + positional_embedding.type(dtype)`` (fp16 under fp16-weights)
+        dtype = self.dtype
+        hidden = embeddings.to(dtype) + text.embeddings.position_embedding.weight[:length].to(dtype)
         mask = self._text_mask(tokens.attention_mask, hidden.dtype)
         for index, layer in enumerate(text.encoder.layers):
             if deep_prompts and 0 < index <= len(deep_prompts):
@@ -226,7 +229,8 @@ class HFCLIPBackbone(LibraryCLIP):
     # ---- images -------------------------------------------------------------------------
     def encode_image(self, images: Tensor, deep_prompts=None) -> Tensor:
         vision = self.model.vision_model
-        hidden = vision.embeddings(images.to(self.device, vision.embeddings.patch_embedding.weight.dtype))
+        # the class and position embeddings are fp32 (as in CLIP), the patches in the weights' dtype
+        hidden = vision.embeddings(images.to(self.device, vision.embeddings.patch_embedding.weight.dtype)).to(self.dtype)
         n_patch = hidden.shape[1]
         if deep_prompts:
             first = deep_prompts[0]

@@ -45,7 +45,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, dest="batch_size")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
+    parser.add_argument("--precision", help="auto | fp32 | bf16 | fp16 | fp16-weights")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--targets", type=lambda s: [t for t in s.split(",") if t], help="comma-separated target datasets")
 

@@ -91,7 +91,9 @@ class RunConfig(Validated):
     protocol: str = "base2novel"
     seed: NonNegativeInt = 1
     device: Device = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: auto | fp32 | bf16 | fp16 (autocast over fp32 weights) | fp16-weights (the official
+    #: code's pure fp16: half weights, no autocast, no loss scaling; docs/experiments.md)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fp16-weights"] = "auto"
     eval_batch_size: PositiveInt = 100
     threads: PositiveInt | None = None
     #: target datasets for the crossdataset, domaingen and transfer protocols

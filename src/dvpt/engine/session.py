@@ -21,7 +21,7 @@ from ..methods import get_method
 from ..methods.base import PromptMethod
 from ..prompts.text_encoding import TextOptions
 from .cache import FeatureStore
-from .device import resolve_device, resolve_precision
+from .device import HALF_WEIGHTS, resolve_device, resolve_precision
 from .evaluate import EvalResult, evaluate
 from .features import FeatureBatches, ImageBatches
 from .trainer import Trainer
@@ -47,7 +47,8 @@ class Session:
         self.method_cls = get_method(cfg.method)
         self.options = from_dict(self.method_cls.Options, cfg.options, "options")
         self.text_options = TextOptions(cfg.text.share_prefix, cfg.text.chunk, cfg.text.checkpoint)
-        self.backbone = load_backbone(cfg.backbone, str(self.device), cfg.backbone_checkpoint)
+        self.backbone = load_backbone(cfg.backbone, str(self.device), cfg.backbone_checkpoint,
+                                      half=self.precision == HALF_WEIGHTS)
         self.store = FeatureStore(self.backbone, self.precision, cfg.eval_batch_size, cache_dir=cfg.cache.dir)
 
     # ---- data -------------------------------------------------------------------------
@@ -81,7 +82,10 @@ class Session:
         seed_everything(self.cfg.seed)
         method = self.method_cls(self.backbone, classnames, templates, self.options)
         method.set_dataset(self.cfg.data.dataset)
-        return method.set_text_options(self.text_options).to(self.device)
+        method = method.set_text_options(self.text_options).to(self.device)
+        if self.precision == HALF_WEIGHTS:
+            method.cast_fp16_parts()
+        return method
 
     def train(
         self,

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from ..backbones.base import Backbone
 from ..backbones.text_path import TextOptions
 from ..config.fields import Validated
+from ..prompts.deep import DeepTextPrompts
+from ..prompts.learner import PromptLearner
 from ..registry import METHODS
 
 
@@ -201,6 +203,28 @@ class PromptMethod(nn.Module):
     def losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         """Named loss terms of one step; ``loss`` is the total that is minimised."""
         return cross_entropy_terms(self.logits(batch), batch.labels)
+
+    # ---- the official pure-fp16 precision ----------------------------------------------
+    def fp16_parts(self) -> list[nn.Module | nn.Parameter]:
+        """The learnable parts the official code creates in CLIP's dtype, so in fp16 under its
+        default ``PREC: fp16``; whatever it creates with torch's defaults (a new
+        ``nn.Parameter(torch.empty(...))``, ``nn.Linear``) is fp32 there and stays fp32 here.
+
+        Default: the input context of every prompt learner, which CoOp's ``PromptLearner``
+        (and KgCoOp's, ProGrad's, CoCoOp's, MaPLe's and PromptSRC's) takes from
+        ``token_embedding(...).type(dtype)`` or ``torch.empty(..., dtype=dtype)``, with
+        ``dtype = clip_model.dtype``. A method with more such parts adds them.
+        """
+        return [m.ctx for m in self.modules() if isinstance(m, (PromptLearner, DeepTextPrompts))]
+
+    def cast_fp16_parts(self) -> None:
+        """``precision: fp16-weights``: ``fp16_parts`` to fp16, the rest left in fp32; the
+        optimiser then updates each in its own dtype, as the official SGD does."""
+        for part in self.fp16_parts():
+            if isinstance(part, nn.Parameter):
+                part.data = part.data.half()
+            else:
+                part.half()
 
     # ---- hooks ------------------------------------------------------------------------
     def backward_and_step(self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer, scaler=None) -> None:

@@ -56,6 +56,11 @@ class CoCoOp(PromptMethod):
                                             self.options.ctx_init or None)
         self.meta_net = meta_net(self.backbone.embed_dim, self.backbone.text_width)
 
+    def fp16_parts(self) -> list[nn.Module | nn.Parameter]:
+        """The context and the meta-net: CoOp ``trainers/cocoop.py`` runs ``self.meta_net.half()``
+        when ``PREC == "fp16"``."""
+        return [*super().fp16_parts(), self.meta_net]
+
     def classifier(self) -> Tensor:
         raise NotImplementedError("CoCoOp's class features depend on the image; use logits(batch)")
 

@@ -62,6 +62,13 @@ class MaPLe(PromptMethod):
         # without vision prompts the image tower is the frozen one: cached features apply
         self.uses_image_tower = count > 0
 
+    def fp16_parts(self) -> list[nn.Module | nn.Parameter]:
+        """The context and its coupler: MaPLe ``trainers/maple.py`` builds ``self.proj`` (the
+        512 -> 768 map of the input context) and runs ``self.proj.half()``; the deeper text
+        prompts (``nn.Parameter(torch.empty(n_ctx, 512))``) and their couplers
+        (``nn.Linear``) stay fp32 and are cast to half where they enter a block."""
+        return [*super().fp16_parts(), *self.couplers[:1]]
+
     def vision_prompts(self) -> list[Tensor]:
         """[F_0(v), F_1(P^t_1), ...]: one image prompt set per prompted image block."""
         return [f(p) for f, p in zip(self.couplers, self.text_prompts.sources())]

@@ -13,7 +13,7 @@ zeros before them (ProGrad's initialisation). With ``count_words`` the words are
 ProGrad's code counts them (``len(words.split(" "))``), not as BPE tokens: a word that makes
 two tokens ("pet," is "pet" and ",") then leaves the template's last token(s) fixed after the
 context, as in the official prompts. With ``fp32_teacher`` the zero-shot teacher runs in fp32
-whatever the run's precision (ProGrad's teacher is CLIP cast to float).
+whatever the run's precision, also on fp16 weights (ProGrad's teacher is CLIP cast to float).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class ProGradOptions(CoOpOptions):
     #: with ctx_init "template": count words with split(" ") as the official code does (the
     #: paper specs); false counts BPE tokens, so every template token is learnable
     count_words: bool = False
-    #: teacher text and image features in fp32 under an fp16/bf16 run (the official teacher);
+    #: teacher text and image features in fp32 under an fp16/bf16/fp16-weights run (the official teacher);
     #: costs a second, fp32 image forward per step on the image path
     fp32_teacher: bool = False
 
@@ -165,15 +165,18 @@ class ProGrad(CoOp):
     def zero_shot_logits(self, image_features: Tensor, batch: Batch | None = None) -> Tensor:
         """The teacher: hand-crafted prompts through the same frozen backbone.
 
-        With ``fp32_teacher`` under an fp16/bf16 autocast, the template's text features and
-        (on the image path) the image's features are computed again in fp32.
+        With ``fp32_teacher`` under an fp16/bf16 autocast or on fp16 weights, the template's text
+        features and (on the image path) the image's features are computed again in fp32: on
+        fp16 weights with those weights in fp32 (``Backbone.fp32_weights``), the values the
+        official ``clip_model.float()`` teacher has.
         """
         device = self.backbone.device
-        lowered = self.options.fp32_teacher and torch.is_autocast_enabled(device.type)
+        lowered = self.options.fp32_teacher and (torch.is_autocast_enabled(device.type)
+                                                 or self.backbone.dtype != torch.float32)
         if not lowered:
             text = handcrafted_features(self.backbone, self.classnames, [self.template])
             return scores(image_features, text, self.logit_scale)
-        with autocast(device, "fp32"), torch.no_grad():
+        with self.backbone.fp32_weights(), autocast(device, "fp32"), torch.no_grad():
             text = handcrafted_features(self.backbone, self.classnames, [self.template])
             if batch is not None and batch.images is not None:
                 image_features = F.normalize(self.backbone.encode_image(batch.images).float(), dim=-1)

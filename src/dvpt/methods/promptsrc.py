@@ -129,7 +129,10 @@ class PromptSRC(PromptMethod):
         templates = IMAGENET_TEMPLATES if self.options.teacher_templates == "imagenet" else self.templates
         key = (tuple(self.classnames), tuple(templates), str(self.backbone.device))
         if key not in self._teacher:
-            self._teacher[key] = mean_text_features(self.backbone, self.classnames, templates)
+            # in fp32 on fp16 weights: PromptSRC's VLPromptLearner encodes them with
+            # ``load_clip_to_cpu(cfg, True).float()``, whatever the run's PREC
+            with self.backbone.fp32_weights():
+                self._teacher[key] = mean_text_features(self.backbone, self.classnames, templates)
         return self._teacher[key]
 
     # ---- loss -------------------------------------------------------------------------

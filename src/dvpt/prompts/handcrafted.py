@@ -45,8 +45,10 @@ def handcrafted_features(
     """[C, E] unit-norm text features; with several templates, the normalised mean of the
     per-template unit features (CLIP's prompt ensembling in feature space)."""
     device = backbone.device
-    # the autocast dtype is part of the key: an fp32 teacher must not read fp16 features
+    # the autocast dtype is part of the key: an fp32 teacher must not read fp16 features; so is
+    # the weights' dtype (fp16-weights, and its fp32 teacher in ``Backbone.fp32_weights``)
     amp = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
+    amp += f"/{backbone.dtype}"
     key = (id(backbone), backbone.identity(), tuple(classnames), tuple(templates), str(device), amp)
     if key not in _CACHE:
         per_template = []
