@@ -2,7 +2,7 @@
 """What the paper specs' fidelity mode costs on a CUDA GPU: `dvpt bench --fidelity` per class count.
 
 A ViT-B/16 CoOp epoch (random weights, 16 shots of 224x224 PNGs per class, batch 32) cached
-in fp32 (the everyday default) beside the same epoch without cache in fp16 (load, crop, flip
+in fp32 (the everyday default) beside the same epoch without cache with fp16 weights (load, crop, flip
 and encode every image at every step, as the official trainers do), each in a fresh
 interpreter, with the ratio per class count. Usage, from the repository root:
 

@@ -8,11 +8,11 @@ from dvpt.experiments import bench
 def test_fidelity_plan_pairs_the_cached_default_with_the_image_path() -> None:
     cpu = bench.fidelity_plan("cpu", threads=2)
     assert [(c.kind, c.path, c.precision, c.fidelity) for c in cpu] == [
-        ("epoch", "cached", "fp32", False), ("epoch", "naive", "fp32", True)]  # the CPU refuses fp16
+        ("epoch", "cached", "fp32", False), ("epoch", "naive", "fp32", True)]  # documented CPU figures are fp32
     assert all(c.backbone == "vit-b16-random" and c.n_ctx == 16 and c.batch_size == 32 and c.shots == 16
                for c in cpu)
     gpu = bench.fidelity_plan("cuda")
-    assert [(c.path, c.precision) for c in gpu] == [("cached", "fp32"), ("naive", "fp16")]
+    assert [(c.path, c.precision) for c in gpu] == [("cached", "fp32"), ("naive", "fp16-weights")]
 
 
 def test_fidelity_cost_line_and_table() -> None:

@@ -84,6 +84,12 @@ def test_learnable_parts_have_the_official_dtypes(method: str, fp16: set[str]) -
 
 
 def test_fp16_weights_runs_without_autocast_or_loss_scaling_on_the_cpu() -> None:
+    from typing import get_args, get_type_hints
+
+    from dvpt.config.schema import RunConfig
+    from dvpt.engine.device import PRECISIONS
+
+    assert get_args(get_type_hints(RunConfig)["precision"]) == PRECISIONS  # the schema and the device agree
     device = torch.device("cpu")
     assert resolve_precision("fp16-weights", device) == "fp16-weights"
     assert grad_scaler(device, "fp16-weights") is None

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "weights, batch 32 of 224x224, 16 context tokens, fp32; 10/100/400/1000 classes")
     parser.add_argument("--fidelity", action="store_true",
                         help="what the paper specs' fidelity mode costs: a ViT-B/16 CoOp epoch cached in fp32 "
-                             "against the same epoch without cache (fp16 on CUDA), side by side, with the ratio")
+                             "against the same epoch without cache (fp16 weights on CUDA), side by side, with the ratio")
     parser.add_argument("--backbone", action="append", metavar="NAME",
                         help="measure on this backbone instead of the plan's own (repeat it: every case runs on "
                              "each, side by side, with the time ratios to the first), e.g. --reference-shapes "
@@ -69,6 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per measurement (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     parser.add_argument("--precision", default="fp32",
-                        help="fp32 (default) | bf16 | fp16 (CUDA only) | auto; --reference-shapes is always fp32")
+                        help="fp32 (default) | bf16 | fp16 (CUDA only) | fp16-weights | auto; --reference-shapes is always fp32")
     parser.add_argument("--output", "-o", help="also write the results as JSON here")
     parser.set_defaults(func=run)
