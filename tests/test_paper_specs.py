@@ -238,3 +238,41 @@ def test_session_training_path_sees_a_fresh_crop_per_epoch_in_fidelity_mode(tmp_
     assert len(seen) == 3
     differ = [not torch.equal(seen[i], seen[i + 1]) for i in range(2)]
     assert differ == [fresh, fresh]
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fidelity_accuracy_runs_differ_in_the_augmentation_alone_and_docs_show_them() -> None:
+    """docs/results/fidelity-accuracy.jsonl: per seed one default and one fidelity run of CoOp
+    on the tuning data, the same recipe and precision, 8 cached views against none; the table
+    in docs/experiments.md is the one benchmarks/fidelity_accuracy.py prints from them."""
+    from pathlib import Path
+
+    from dvpt.experiments.benchmark import read_results
+
+    root = Path(__file__).resolve().parent.parent
+    records = read_results(root / "docs" / "results" / "fidelity-accuracy.jsonl")
+    seeds = sorted({r["seed"] for r in records})
+    assert seeds and len(records) == 2 * len(seeds)
+    assert {(r["dataset"], r["method"], r["backbone"], r["hyperparameters"]["precision"]) for r in records} == {
+        ("emoji-travel", "coop", "micro", "fp32")}
+    for seed in seeds:
+        pair = {r["mode"]: r for r in records if r["seed"] == seed}
+        assert (pair["default"]["cache_views"], pair["fidelity"]["cache_views"]) == (8, 0)
+        assert pair["default"]["hyperparameters"] == pair["fidelity"]["hyperparameters"]
+        assert pair["default"]["hyperparameters"]["optim"] | {"lr": None} == {
+            **pair["default"]["hyperparameters"]["optim"], "batch_size": 128, "epochs": 10, "warmup_epochs": 0,
+            "lr": None}
+    doc = (root / "docs" / "experiments.md").read_text()
+    begin = "<!-- fidelity accuracy: the table printed by `python benchmarks/fidelity_accuracy.py` -->\n"
+    block = doc.split(begin, 1)[1].split("\n<!-- end of fidelity accuracy -->", 1)[0]
+    assert block == _script("fidelity_accuracy").table(records), "docs/experiments.md: rebuild the table"
