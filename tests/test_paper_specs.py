@@ -263,8 +263,8 @@ def test_fidelity_accuracy_runs_differ_in_the_augmentation_alone_and_docs_show_t
     records = read_results(root / "docs" / "results" / "fidelity-accuracy.jsonl")
     seeds = sorted({r["seed"] for r in records})
     assert seeds and len(records) == 2 * len(seeds)
-    assert {(r["dataset"], r["method"], r["backbone"], r["hyperparameters"]["precision"]) for r in records} == {
-        ("emoji-travel", "coop", "micro", "fp32")}
+    assert {(r["dataset"], r["method"], r["backbone"], r["hyperparameters"]["precision"], r["lr_scale"])
+            for r in records} == {("emoji-travel", "coop", "micro", "fp32", 1.0)}
     for seed in seeds:
         pair = {r["mode"]: r for r in records if r["seed"] == seed}
         assert (pair["default"]["cache_views"], pair["fidelity"]["cache_views"]) == (8, 0)
