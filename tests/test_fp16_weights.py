@@ -127,7 +127,7 @@ def test_a_training_step_in_fp16_weights_stays_within_tolerance_of_fp32(method: 
         frozen = {n: p.clone() for n, p in session.backbone.named_parameters()}
         with torch.no_grad():
             before = built.logits(probe).float()
-        Trainer(built, OneBatch(Batch(labels, images=images)), optim, torch.device("cpu"), session.precision).fit()
+        Trainer(built, OneBatch(Batch(labels, images=images)), optim, torch.device("cpu"), 1, session.precision).fit()
         with torch.no_grad():
             after = built.logits(probe).float()
         assert all(torch.equal(frozen[n], p) for n, p in session.backbone.named_parameters())
