@@ -229,9 +229,9 @@ def test_session_training_path_sees_a_fresh_crop_per_epoch_in_fidelity_mode(tmp_
     seen: list[torch.Tensor] = []
     original = method.losses
 
-    def spy(batch):
+    def spy(batch, ctx):
         seen.append((batch.images if batch.images is not None else batch.features).detach().clone())
-        return original(batch)
+        return original(batch, ctx)
 
     monkeypatch.setattr(method, "losses", spy)
     session.train(method, [Datum(str(path), 0, "thing")])
