@@ -218,9 +218,9 @@ def test_non_finite_loss_stops_training_naming_the_epoch(colours_root, tmp_path,
 
     real = trainer_mod.Trainer._run_epoch
 
-    def diverge(self, epoch, optimizer, scaler):
-        out = real(self, epoch, optimizer, scaler)
-        return out | {"loss": float("nan")} if epoch == 1 else out
+    def diverge(self, ctx, optimizer, scaler):  # the engine hands _run_epoch a StepContext
+        out = real(self, ctx, optimizer, scaler)
+        return out | {"loss": float("nan")} if ctx.epoch == 1 else out
 
     monkeypatch.setattr(trainer_mod.Trainer, "_run_epoch", diverge)
     with pytest.raises(DvptError, match="diverged in epoch 2: loss is not finite; lower the learning rate"):
