@@ -62,3 +62,21 @@ def first_step(seed: int = 0):
     from dvpt.methods.base import StepContext
 
     return StepContext.for_epoch(seed, 0, 1)
+
+
+def capture_evaluations(session) -> list[tuple[list[str], list, torch.Tensor]]:
+    """Record every evaluation ``session`` runs as (class names, items, logits), as it happens.
+
+    Tests compare what ``predict`` gives later against these logits: the run's own numbers,
+    not a recomputation that could share a bug with the code under test.
+    """
+    captured: list[tuple[list[str], list, torch.Tensor]] = []
+    evaluate = session.evaluate
+
+    def capture(method, items):
+        result = evaluate(method, items)
+        captured.append((list(method.classnames), list(items), result.logits.clone()))
+        return result
+
+    session.evaluate = capture  # type: ignore[method-assign]
+    return captured

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import dvpt
-from conftest import make_colour_folder
+from conftest import capture_evaluations, make_colour_folder
 from dvpt.backbones.hf_clip import HFCLIPBackbone
 from dvpt.inference.api import export_prompt
 from dvpt.cli import main
@@ -46,15 +46,7 @@ def train_and_export(root: Path, out: Path, method: str, protocol: str) -> Train
         "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01},
     })
     session = Session(cfg)
-    captured: list[tuple[list[str], list, torch.Tensor]] = []
-    evaluate = session.evaluate
-
-    def capture(method_obj, items):  # the run's own evaluation, recorded as it happens
-        result = evaluate(method_obj, items)
-        captured.append((list(method_obj.classnames), list(items), result.logits.clone()))
-        return result
-
-    session.evaluate = capture  # type: ignore[method-assign]
+    captured = capture_evaluations(session)  # the run's own evaluations, recorded as they happen
     run_dir = out / f"run-{method}-{protocol}"
     run_training(cfg, run_dir, session=session)
     prompt_path = export_prompt(run_dir, out / f"{method}-{protocol}.dvpt")

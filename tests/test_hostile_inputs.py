@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_colour_folder
+from conftest import capture_evaluations, make_colour_folder
 
 CLASSES = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 20)}
 TRAIN = ["--method", "coop", "--backbone", "tiny-random", "--dataset", "folder", "--shots", "2",
@@ -677,15 +677,7 @@ def test_a_name_given_to_two_classes_stays_two_classes(tmp_path: Path, capsys: p
         "data": {"dataset": "folder", "root": str(data), "shots": 2},
         "optim": {"epochs": 1, "batch_size": 4}, "options": {"visual_aug": "proto"}})
     session = Session(cfg)
-    captured: list[tuple[list[str], list, torch.Tensor]] = []
-    evaluate = session.evaluate
-
-    def capture(method, items):  # the run's own evaluation, recorded as it happens
-        result = evaluate(method, items)
-        captured.append((list(method.classnames), list(items), result.logits.clone()))
-        return result
-
-    session.evaluate = capture  # type: ignore[method-assign]
+    captured = capture_evaluations(session)  # the run's own evaluations, recorded as they happen
     run_training(cfg, tmp_path / "run", session=session)
     names, items, run_logits = captured[0]
     assert names == ["blue", "green", "scarlet", "scarlet"]
